@@ -1,0 +1,48 @@
+"""redis-checkpoint: an atomic checkpoint store on Redis for Python workflow runtimes."""
+
+from .errors import (
+    CircuitMismatch,
+    ConfigMismatch,
+    CorruptRecord,
+    EnvelopeTooLarge,
+    InvalidEnvelope,
+    InvalidInput,
+    PersistenceError,
+    StoreUnavailable,
+    TraceCompleted,
+    TraceNotFound,
+)
+from .memory import InMemoryPersistenceStore
+from .models import (
+    CompletionState,
+    Intervention,
+    PersistedTrace,
+    PersistenceEnvelope,
+    ResumeCursor,
+    TraceSummary,
+)
+from .protocol import ManagedPersistenceStore, PersistenceStore
+from .redis_store import RedisPersistenceStore
+
+__all__ = [
+    "CircuitMismatch",
+    "CompletionState",
+    "ConfigMismatch",
+    "CorruptRecord",
+    "EnvelopeTooLarge",
+    "InMemoryPersistenceStore",
+    "Intervention",
+    "InvalidEnvelope",
+    "InvalidInput",
+    "ManagedPersistenceStore",
+    "PersistedTrace",
+    "PersistenceEnvelope",
+    "PersistenceError",
+    "PersistenceStore",
+    "RedisPersistenceStore",
+    "ResumeCursor",
+    "StoreUnavailable",
+    "TraceCompleted",
+    "TraceNotFound",
+    "TraceSummary",
+]

@@ -1,0 +1,95 @@
+"""msgpack encoding of envelopes and interventions, the bytes every backend stores.
+
+An envelope is stored without its `trace_id` and `circuit`: both are the trace's own (the
+circuit is pinned by the first append), so repeating them in every entry would only cost
+memory. Decoding puts them back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .errors import EnvelopeTooLarge, InvalidEnvelope
+from .models import Intervention, PersistenceEnvelope
+
+DEFAULT_MAX_ENVELOPE_BYTES = 1024 * 1024
+
+_ENVELOPE_FIELDS = 7
+_INTERVENTION_FIELDS = 3
+
+
+def _pack(value: list[Any], what: str) -> bytes:
+    try:
+        return msgpack.packb(value, use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as exc:
+        # Pydantic already vetted the shape; what is left is what msgpack cannot carry
+        # (integers beyond 64 bits) or an instance built with model_construct.
+        raise InvalidEnvelope(f"{what} cannot be encoded: {exc}") from None
+
+
+def encode_envelope(env: PersistenceEnvelope) -> bytes:
+    """The stored bytes of one envelope."""
+    if not isinstance(env, PersistenceEnvelope):
+        raise InvalidEnvelope(f"expected a PersistenceEnvelope, got {type(env).__name__}")
+    fields = [env.step, env.node_id, env.outcome_kind, env.timestamp_ms]
+    return _pack([*fields, env.payload_hash, env.payload, env.schematic_version], "envelope")
+
+
+def decode_envelope(data: bytes, trace_id: str, circuit: str) -> PersistenceEnvelope:
+    """Rebuild an envelope from its stored bytes; raises ValueError on anything else."""
+    fields = _unpack(data, _ENVELOPE_FIELDS)
+    step, node_id, outcome_kind, timestamp_ms, payload_hash, payload, version = fields
+    return PersistenceEnvelope(
+        trace_id=trace_id,
+        circuit=circuit,
+        schematic_version=version,
+        step=step,
+        node_id=node_id,
+        outcome_kind=outcome_kind,
+        timestamp_ms=timestamp_ms,
+        payload_hash=payload_hash,
+        payload=payload,
+    )
+
+
+def encode_intervention(item: Intervention) -> bytes:
+    """The stored bytes of one intervention."""
+    if not isinstance(item, Intervention):
+        raise InvalidEnvelope(f"expected an Intervention, got {type(item).__name__}")
+    return _pack([item.target_node, item.payload_override, item.timestamp_ms], "intervention")
+
+
+def decode_intervention(data: bytes) -> Intervention:
+    """Rebuild an intervention from its stored bytes; raises ValueError on anything else."""
+    target, override, timestamp_ms = _unpack(data, _INTERVENTION_FIELDS)
+    return Intervention(target_node=target, payload_override=override, timestamp_ms=timestamp_ms)
+
+
+def _unpack(data: bytes, length: int) -> list[Any]:
+    value = msgpack.unpackb(data, raw=False)
+    if not isinstance(value, list) or len(value) != length:
+        raise ValueError(f"expected a msgpack array of {length} fields")
+    return value
+
+
+class Batch:
+    """Envelopes for one trace, checked and encoded before anything is written."""
+
+    __slots__ = ("blobs", "circuit", "schematic_version", "trace_id")
+
+    def __init__(self, envelopes: list[PersistenceEnvelope], max_bytes: int) -> None:
+        if not envelopes:
+            raise InvalidEnvelope("a batch needs at least one envelope")
+        self.blobs = [encode_envelope(env) for env in envelopes]
+        first, last = envelopes[0], envelopes[-1]
+        for env, blob in zip(envelopes, self.blobs, strict=True):
+            if len(blob) > max_bytes:
+                raise EnvelopeTooLarge(len(blob), max_bytes)
+            if env.trace_id != first.trace_id or env.circuit != first.circuit:
+                raise InvalidEnvelope("all envelopes of a batch must share trace_id and circuit")
+        self.trace_id = first.trace_id
+        self.circuit = first.circuit
+        # As upstream: the trace takes the schematic version of the last appended envelope.
+        self.schematic_version = last.schematic_version

@@ -1,0 +1,329 @@
+"""`RedisPersistenceStore`: every mutation is one Lua script call, atomic on the server.
+
+Keys follow `keys.py`: one stream, one hash and one list per trace, under the hash tag of
+the trace's virtual shard, next to the shard's indexes. Reads are one MULTI/EXEC round trip,
+so `load` sees one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from operator import attrgetter
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from .client import connect
+from .codec import DEFAULT_MAX_ENVELOPE_BYTES, Batch, decode_envelope, decode_intervention
+from .codec import encode_intervention
+from .errors import (
+    CircuitMismatch,
+    ConfigMismatch,
+    CorruptRecord,
+    StoreUnavailable,
+    TraceCompleted,
+    TraceNotFound,
+)
+from .keys import TraceKeys, check_prefix, config_key
+from .listing import iter_shard_index
+from .models import (
+    CompletionState,
+    Intervention,
+    PersistedTrace,
+    PersistenceEnvelope,
+    ResumeCursor,
+    TraceSummary,
+    U64_MAX,
+    as_completion,
+    as_step,
+    as_ttl_ms,
+)
+from .scripts import ScriptRunner
+
+T = TypeVar("T")
+
+_OPERATIONS = ("append", "resume", "complete", "save_intervention", "delete")
+_EXPECTED_TYPES = ("stream", "hash", "list", "zset", "zset")
+_NOT_FOUND, _COMPLETED, _MISMATCH = 3, 2, 1
+
+
+class RedisPersistenceStore:
+    """A `PersistenceStore` on Redis (or Valkey, or fakeredis), safe for concurrent writers.
+
+    Args:
+        redis: an async client; the store does not close it unless it opened it.
+        prefix: the key prefix; stores sharing a prefix share traces.
+        shards: virtual shards, fixed per prefix (recorded at first use and checked).
+        ttl: seconds a trace lives after its last write (sliding); None keeps it.
+        completed_ttl: seconds a trace lives after `complete`; None falls back to `ttl`.
+        max_envelope_bytes: the largest encoded envelope accepted.
+        clock: returns the time in seconds; stamps `updated_ms` and index deadlines.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "rc",
+        shards: int = 64,
+        ttl: float | None = None,
+        completed_ttl: float | None = None,
+        max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
+        clock: Callable[[], float] = time.time,
+        owns_client: bool = False,
+    ) -> None:
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 16384:
+            raise ConfigMismatch(f"shards must be an integer in 1..16384, got {shards!r}")
+        self.redis = redis
+        self.prefix = check_prefix(prefix)
+        self.shards = shards
+        self._ttl = as_ttl_ms(ttl, "ttl")
+        self._completed_ttl = as_ttl_ms(completed_ttl, "completed_ttl")
+        self._max_bytes = max_envelope_bytes
+        self._clock = clock
+        self._owns_client = owns_client
+        self._run = ScriptRunner(redis, _OPERATIONS)
+        self._configured = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Open a store on `redis://`, `rediss://`, `unix://` or `fakeredis://` (no server)."""
+        return cls(connect(url), owns_client=True, **options)
+
+    async def __aenter__(self) -> Self:
+        await self._configure()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client if this store opened it (`from_url`)."""
+        if self._owns_client:
+            await self.redis.aclose()
+
+    def keys(self, trace_id: str) -> TraceKeys:
+        """The keys of a trace (all in one cluster slot)."""
+        return TraceKeys.build(self.prefix, self.shards, trace_id)
+
+    async def _configure(self) -> None:
+        """Record the shard count at first use; refuse a prefix set up with another."""
+        if self._configured:
+            return
+        key = config_key(self.prefix)
+        recorded = await self._io(self._record_shards(key), key)
+        if recorded != self.shards:
+            raise ConfigMismatch(
+                f"prefix {self.prefix!r} was set up with {recorded} shards, this store has "
+                f"{self.shards}: open it with shards={recorded} (the count is fixed per prefix)"
+            )
+        self._configured = True
+
+    async def _record_shards(self, key: str) -> int:
+        await self.redis.hsetnx(key, "shards", self.shards)
+        return int(await self.redis.hget(key, "shards"))
+
+    async def _io(self, call: Awaitable[T], key: str) -> T:
+        """Await a server call, turning transport failures into StoreUnavailable."""
+        try:
+            return await call
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        except ResponseError as exc:
+            if "WRONGTYPE" in str(exc):
+                raise CorruptRecord(key, "the key holds a value of the wrong type") from exc
+            raise
+
+    async def _script(self, name: str, keys: TraceKeys, *args: Any) -> list[Any]:
+        """Run a trace script; the common ARGV prefix of `_trace.lua` comes first."""
+        await self._configure()
+        now = int(self._clock() * 1000)
+        argv = (keys.raw_id, now, self._ttl, self._completed_ttl, *args)
+        all_keys = (*keys.own, keys.index, keys.expiry)
+        try:
+            return list(await self._io(self._run(name, all_keys, argv), keys.meta))
+        except ResponseError as exc:
+            raise await self._corruption(keys, exc) from exc
+
+    async def _corruption(self, keys: TraceKeys, exc: ResponseError) -> CorruptRecord:
+        """Name the key that made a script fail: the first one of a type it never writes."""
+        all_keys = (*keys.own, keys.index, keys.expiry)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in all_keys:
+                pipe.type(key)
+            types = await pipe.execute()
+        for key, found, expected in zip(all_keys, types, _EXPECTED_TYPES, strict=True):
+            if found not in (b"none", expected.encode()):
+                return CorruptRecord(key, f"expected a {expected}, found a {found.decode()}")
+        return CorruptRecord(keys.stream if "XADD" in str(exc) else keys.meta, str(exc))
+
+    async def append(self, envelope: PersistenceEnvelope) -> None:
+        """Append one envelope; see `PersistenceStore.append`."""
+        await self.append_many([envelope])
+
+    async def append_many(self, envelopes: list[PersistenceEnvelope]) -> None:
+        """Append envelopes of one trace, all or nothing, in one round trip.
+
+        A retry of the same call after a connection error is applied at most once: the
+        call's tag travels with every attempt and the script remembers recent tags.
+        """
+        if not envelopes:
+            return
+        batch = Batch(envelopes, self._max_bytes)
+        keys = self.keys(batch.trace_id)
+        tag = os.urandom(8)
+        code, detail = await self._script(
+            "append", keys, batch.circuit, batch.schematic_version, tag, *batch.blobs
+        )
+        if code == _MISMATCH:
+            raise CircuitMismatch(batch.trace_id, detail.decode(), batch.circuit)
+        if code == _COMPLETED:
+            raise TraceCompleted(batch.trace_id, "accept new events")
+
+    async def load(self, trace_id: str) -> PersistedTrace | None:
+        """The trace, events sorted by step with ties in append order; None if unknown."""
+        keys = self.keys(trace_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.meta).xrange(keys.stream).lrange(keys.interventions, 0, -1)
+            replies = await self._io(pipe.execute(raise_on_error=False), keys.meta)
+        for key, reply in zip(keys.own, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                raise CorruptRecord(key, str(reply))
+        meta, entries, items = replies
+        if not meta:
+            return None
+        try:
+            circuit = meta[b"circuit"].decode()
+            events = [decode_envelope(fields[b"e"], trace_id, circuit) for _, fields in entries]
+            interventions = [decode_intervention(item) for item in items]
+            trace = PersistedTrace(
+                trace_id=trace_id,
+                circuit=circuit,
+                schematic_version=meta[b"version"].decode(),
+                events=sorted(events, key=attrgetter("step")),  # stable: ties keep append order
+                interventions=interventions,
+                resumed_from_step=_int_or_none(meta.get(b"resumed")),
+                completion=_completion_or_none(meta.get(b"completion")),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptRecord(keys.stream, f"undecodable trace data: {exc}") from None
+        return trace
+
+    async def resume(self, trace_id: str, resume_from_step: int) -> ResumeCursor:
+        """Record the resume step; see `PersistenceStore.resume`."""
+        step = as_step(resume_from_step)
+        code, _ = await self._script("resume", self.keys(trace_id), step)
+        if code == _NOT_FOUND:
+            raise TraceNotFound(trace_id)
+        if code == _COMPLETED:
+            raise TraceCompleted(trace_id, "be resumed")
+        return ResumeCursor(trace_id=trace_id, next_step=min(step + 1, U64_MAX))
+
+    async def complete(self, trace_id: str, completion: CompletionState) -> None:
+        """Set the completion state, overwriting; `completed_ttl` applies from here."""
+        state = as_completion(completion)
+        code, _ = await self._script("complete", self.keys(trace_id), state.value)
+        if code == _NOT_FOUND:
+            raise TraceNotFound(trace_id)
+
+    async def save_intervention(self, trace_id: str, intervention: Intervention) -> None:
+        """Append an intervention, also on a completed trace; retry-safe like append."""
+        blob = encode_intervention(intervention)
+        code, _ = await self._script(
+            "save_intervention", self.keys(trace_id), os.urandom(8), blob
+        )
+        if code == _NOT_FOUND:
+            raise TraceNotFound(trace_id)
+
+    async def delete(self, trace_id: str) -> bool:
+        """Remove a trace and its index entries; returns whether it existed."""
+        _, existed = await self._script("delete", self.keys(trace_id))
+        return bool(existed)
+
+    async def iter_traces(
+        self, *, circuit: str | None = None, completed: bool | None = None, page: int = 100
+    ) -> AsyncIterator[TraceSummary]:
+        """Every live trace, most recently updated first, optionally filtered.
+
+        Pages of `page` traces cost one pipelined round trip each. Like SCAN, a trace
+        updated while the iteration runs may be seen twice or not at all.
+        """
+        await self._configure()
+        async for ids in iter_shard_index(self.redis, self.prefix, self.shards, "traces", page):
+            for summary in await self._summaries(ids):
+                if (circuit is None or summary.circuit == circuit) and (
+                    completed is None or (summary.completion is not None) == completed
+                ):
+                    yield summary
+
+    async def _summaries(self, ids: list[bytes]) -> list[TraceSummary]:
+        """Summaries of a page of ids; ids whose trace has expired leave the index."""
+        keys = [self.keys(raw.decode()) for raw in ids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hmget(k.meta, "circuit", "version", "n", "resumed", "completion", "updated")
+                pipe.llen(k.interventions)
+            replies = await self._io(pipe.execute(), self.prefix)
+        summaries, stale = [], []
+        for k, meta, n_interventions in zip(keys, replies[::2], replies[1::2], strict=True):
+            if meta[0] is None:
+                stale.append(k)
+                continue
+            summaries.append(_summary(k.trace_id, meta, n_interventions))
+        if stale:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for k in stale:
+                    pipe.zrem(k.index, k.raw_id).zrem(k.expiry, k.raw_id)
+                await self._io(pipe.execute(), self.prefix)
+        return summaries
+
+    async def check(self) -> dict[str, Any]:
+        """A report on the server and the store: version, shards, live trace count."""
+        await self._configure()
+        if type(self.redis).__module__.startswith("fakeredis"):
+            info: dict[str, Any] = {"server_name": "fakeredis", "redis_version": "in-process"}
+        else:
+            info = await self._io(self.redis.info("server"), self.prefix)
+        server = str(info.get("server_name") or "redis")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.shards):
+                pipe.zcard(f"{{{self.prefix}:{shard}}}:traces")
+            counts = await self._io(pipe.execute(), self.prefix)
+        return {
+            "server": server,
+            "version": str(info.get("valkey_version") or info.get("redis_version", "?")),
+            "prefix": self.prefix,
+            "shards": self.shards,
+            "traces_indexed": sum(counts),
+            "ttl_ms": self._ttl,
+            "completed_ttl_ms": self._completed_ttl,
+        }
+
+
+def _int_or_none(raw: bytes | None) -> int | None:
+    return None if raw is None else int(raw)
+
+
+def _completion_or_none(raw: bytes | None) -> CompletionState | None:
+    return None if raw is None else CompletionState(raw.decode())
+
+
+def _summary(trace_id: str, meta: list[bytes | None], interventions: int) -> TraceSummary:
+    circuit, version, n, resumed, completion, updated = meta
+    assert circuit is not None and version is not None
+    return TraceSummary(
+        trace_id=trace_id,
+        circuit=circuit.decode(),
+        schematic_version=version.decode(),
+        events=int(n or 0),
+        interventions=interventions,
+        resumed_from_step=_int_or_none(resumed),
+        completion=_completion_or_none(completion),
+        updated_ms=int(updated or 0),
+    )

@@ -1,0 +1,106 @@
+"""Finds the Lua scripts, registers them on a client, and runs them.
+
+Scripts are the `lua/*.lua` files shipped inside the package, each prefixed with the shared
+`_trace.lua` prelude. redis-py's `AsyncScript` keeps the SHA and reloads a script the server
+has lost (SCRIPT FLUSH, restart, failover); this module adds one thing on top: calls issued
+in the same event-loop turn leave as one pipeline, so many concurrent writers cost one
+round trip instead of one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+
+def _lua_dir() -> Traversable:
+    packaged = resources.files("redis_checkpoint") / "lua"
+    if packaged.is_dir():
+        return packaged
+    # A source checkout keeps the scripts in the top-level lua/ folder.
+    return Path(__file__).resolve().parent.parent / "lua"
+
+
+LUA_DIR = _lua_dir()
+
+
+def source(name: str, prelude: str = "_trace") -> str:
+    """The full text of script `name`: the prelude followed by the operation's own file."""
+    return (LUA_DIR / f"{prelude}.lua").read_text() + (LUA_DIR / f"{name}.lua").read_text()
+
+
+@dataclass(slots=True)
+class _Call:
+    script: AsyncScript
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class ScriptRunner:
+    """Runs named scripts on one client, coalescing concurrent calls into pipelines."""
+
+    def __init__(self, client: Redis, names: tuple[str, ...], prelude: str = "_trace") -> None:
+        self._client = client
+        self._scripts = {name: client.register_script(source(name, prelude)) for name in names}
+        self._queue: list[_Call] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Run script `name`; returns its reply or raises the server's error."""
+        call = _Call(self._scripts[name], keys, args)
+        self._queue.append(call)
+        if len(self._queue) == 1:
+            # The flush runs on the next loop turn, after every task that is ready now
+            # has had the chance to queue its call behind this one.
+            task = asyncio.ensure_future(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        return await call.future
+
+    async def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        if len(batch) == 1:
+            await _settle(batch[0], batch[0].script(batch[0].keys, batch[0].args))
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for call in batch:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the connection failed: every call in it failed
+            for call in batch:
+                _fail(call, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # lost scripts: AsyncScript reloads them
+                await _settle(call, call.script(call.keys, call.args))
+            elif isinstance(reply, Exception):
+                _fail(call, reply)
+            elif not call.future.done():
+                call.future.set_result(reply)
+
+
+async def _settle(call: _Call, reply: Any) -> None:
+    try:
+        result = await reply
+    except Exception as exc:
+        _fail(call, exc)
+    else:
+        if not call.future.done():
+            call.future.set_result(result)
+
+
+def _fail(call: _Call, exc: BaseException) -> None:
+    if not call.future.done():
+        call.future.set_exception(exc)
