@@ -38,5 +38,7 @@ def connect(url: str, **options: Any) -> Redis:
         client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return client
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise InvalidInput(f"unsupported URL {url!r}: use redis://, rediss://, unix:// or fakeredis://")
+        raise InvalidInput(
+            f"unsupported URL {url!r}: use redis://, rediss://, unix:// or fakeredis://"
+        )
     return Redis.from_url(url, **{**CLIENT_DEFAULTS, **options})

@@ -1,15 +1,15 @@
 """The exception tree. Messages keep Ranvier's wording, so code matching on it still works.
 
-    PersistenceError
-    ├── InvalidInput (also ValueError)        bad argument; nothing was written
-    │   └── InvalidEnvelope                   an envelope that cannot be stored
-    │       └── EnvelopeTooLarge              encoded envelope over max_envelope_bytes
-    ├── TraceNotFound (also LookupError)      "trace_id … not found"
-    ├── TraceCompleted                        "… is already completed and cannot …"
-    ├── CircuitMismatch                       "… already exists for circuit …, got …"
-    ├── ConfigMismatch                        a store opened with another shard count
-    ├── StoreUnavailable (also ConnectionError)  the server could not be reached
-    └── CorruptRecord                         data in Redis that this store did not write
+PersistenceError
+├── InvalidInput (also ValueError)        bad argument; nothing was written
+│   └── InvalidEnvelope                   an envelope that cannot be stored
+│       └── EnvelopeTooLarge              encoded envelope over max_envelope_bytes
+├── TraceNotFound (also LookupError)      "trace_id … not found"
+├── TraceCompleted                        "… is already completed and cannot …"
+├── CircuitMismatch                       "… already exists for circuit …, got …"
+├── ConfigMismatch                        a store opened with another shard count
+├── StoreUnavailable (also ConnectionError)  the server could not be reached
+└── CorruptRecord                         data in Redis that this store did not write
 """
 
 from __future__ import annotations

@@ -24,13 +24,13 @@ from .codec import (
 from .errors import CircuitMismatch, TraceCompleted, TraceNotFound
 from .keys import utf8
 from .models import (
+    U64_MAX,
     CompletionState,
     Intervention,
     PersistedTrace,
     PersistenceEnvelope,
     ResumeCursor,
     TraceSummary,
-    U64_MAX,
     as_completion,
     as_step,
     as_ttl_ms,

@@ -7,7 +7,7 @@ Field names, field order and encodings match the serde output of Ranvier's Rust 
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr
@@ -29,7 +29,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(validate_assignment=True, allow_inf_nan=False)
 
 
-class CompletionState(str, Enum):
+class CompletionState(StrEnum):
     """How a trace ended; serialized as Ranvier's PascalCase strings."""
 
     SUCCESS = "Success"
@@ -105,11 +105,10 @@ def as_step(step: object) -> int:
 
 def as_completion(state: object) -> CompletionState:
     """`state` as a CompletionState (its string value is accepted), or InvalidInput."""
-    try:
+    if isinstance(state, str) and state in CompletionState.__members__.values():
         return CompletionState(state)
-    except ValueError:
-        names = ", ".join(s.value for s in CompletionState)
-        raise InvalidInput(f"completion must be one of {names}, got {state!r}") from None
+    names = ", ".join(s.value for s in CompletionState)
+    raise InvalidInput(f"completion must be one of {names}, got {state!r}")
 
 
 def as_ttl_ms(seconds: float | None, name: str) -> int:

@@ -18,8 +18,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from .client import connect
-from .codec import DEFAULT_MAX_ENVELOPE_BYTES, Batch, decode_envelope, decode_intervention
-from .codec import encode_intervention
+from .codec import (
+    DEFAULT_MAX_ENVELOPE_BYTES,
+    Batch,
+    decode_envelope,
+    decode_intervention,
+    encode_intervention,
+)
 from .errors import (
     CircuitMismatch,
     ConfigMismatch,
@@ -31,13 +36,13 @@ from .errors import (
 from .keys import TraceKeys, check_prefix, config_key
 from .listing import iter_shard_index
 from .models import (
+    U64_MAX,
     CompletionState,
     Intervention,
     PersistedTrace,
     PersistenceEnvelope,
     ResumeCursor,
     TraceSummary,
-    U64_MAX,
     as_completion,
     as_step,
     as_ttl_ms,
@@ -127,7 +132,8 @@ class RedisPersistenceStore:
 
     async def _record_shards(self, key: str) -> int:
         await self.redis.hsetnx(key, "shards", self.shards)
-        return int(await self.redis.hget(key, "shards"))
+        recorded: bytes = await self.redis.hget(key, "shards")  # type: ignore[assignment]
+        return int(recorded)
 
     async def _io(self, call: Awaitable[T], key: str) -> T:
         """Await a server call, turning transport failures into StoreUnavailable."""
@@ -190,7 +196,9 @@ class RedisPersistenceStore:
         """The trace, events sorted by step with ties in append order; None if unknown."""
         keys = self.keys(trace_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.meta).xrange(keys.stream).lrange(keys.interventions, 0, -1)
+            pipe.hgetall(keys.meta)
+            pipe.xrange(keys.stream)
+            pipe.lrange(keys.interventions, 0, -1)
             replies = await self._io(pipe.execute(raise_on_error=False), keys.meta)
         for key, reply in zip(keys.own, replies, strict=True):
             if isinstance(reply, ResponseError):
@@ -235,9 +243,7 @@ class RedisPersistenceStore:
     async def save_intervention(self, trace_id: str, intervention: Intervention) -> None:
         """Append an intervention, also on a completed trace; retry-safe like append."""
         blob = encode_intervention(intervention)
-        code, _ = await self._script(
-            "save_intervention", self.keys(trace_id), os.urandom(8), blob
-        )
+        code, _ = await self._script("save_intervention", self.keys(trace_id), os.urandom(8), blob)
         if code == _NOT_FOUND:
             raise TraceNotFound(trace_id)
 
@@ -279,7 +285,8 @@ class RedisPersistenceStore:
         if stale:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for k in stale:
-                    pipe.zrem(k.index, k.raw_id).zrem(k.expiry, k.raw_id)
+                    pipe.zrem(k.index, k.raw_id)
+                    pipe.zrem(k.expiry, k.raw_id)
                 await self._io(pipe.execute(), self.prefix)
         return summaries
 

@@ -42,7 +42,9 @@ class _Call:
     script: AsyncScript
     keys: tuple[str, ...]
     args: tuple[Any, ...]
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class ScriptRunner:
