@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
+from .errors import CorruptRecord
 from .keys import shard_tag
 
 Page = list[tuple[bytes, float]]
@@ -21,8 +22,11 @@ async def _fetch(redis: Redis, keys: list[str], offsets: list[int], size: int) -
     async with redis.pipeline(transaction=False) as pipe:
         for key, offset in zip(keys, offsets, strict=True):
             pipe.zrevrange(key, offset, offset + size - 1, withscores=True)
-        pages: list[Page] = await pipe.execute()
-    return pages
+        pages: list[Page | Exception] = await pipe.execute(raise_on_error=False)
+    for key, page in zip(keys, pages, strict=True):
+        if isinstance(page, Exception):
+            raise CorruptRecord(key, str(page))
+    return pages  # type: ignore[return-value]
 
 
 async def iter_shard_index(

@@ -7,6 +7,7 @@ so `load` sees one consistent snapshot.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,6 +51,7 @@ from .models import (
 from .scripts import ScriptRunner
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _OPERATIONS = ("append", "resume", "complete", "save_intervention", "delete")
 _EXPECTED_TYPES = ("stream", "hash", "list", "zset", "zset")
@@ -135,14 +137,15 @@ class RedisPersistenceStore:
         recorded: bytes = await self.redis.hget(key, "shards")  # type: ignore[assignment]
         return int(recorded)
 
-    async def _io(self, call: Awaitable[T], key: str) -> T:
-        """Await a server call, turning transport failures into StoreUnavailable."""
+    async def _io(self, call: Awaitable[T], key: str | None = None) -> T:
+        """Await a server call: transport failures become StoreUnavailable, and a
+        wrong-typed `key` (when the call reads just one) becomes CorruptRecord."""
         try:
             return await call
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
         except ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
+            if key is not None and "WRONGTYPE" in str(exc):
                 raise CorruptRecord(key, "the key holds a value of the wrong type") from exc
             raise
 
@@ -153,7 +156,7 @@ class RedisPersistenceStore:
         argv = (keys.raw_id, now, self._ttl, self._completed_ttl, *args)
         all_keys = (*keys.own, keys.index, keys.expiry)
         try:
-            return list(await self._io(self._run(name, all_keys, argv), keys.meta))
+            return list(await self._io(self._run(name, all_keys, argv)))
         except ResponseError as exc:
             raise await self._corruption(keys, exc) from exc
 
@@ -195,15 +198,16 @@ class RedisPersistenceStore:
     async def load(self, trace_id: str) -> PersistedTrace | None:
         """The trace, events sorted by step with ties in append order; None if unknown."""
         keys = self.keys(trace_id)
+        await self._configure()
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.meta)
             pipe.xrange(keys.stream)
+            pipe.hgetall(keys.meta)
             pipe.lrange(keys.interventions, 0, -1)
-            replies = await self._io(pipe.execute(raise_on_error=False), keys.meta)
+            replies = await self._io(pipe.execute(raise_on_error=False))
         for key, reply in zip(keys.own, replies, strict=True):
             if isinstance(reply, ResponseError):
                 raise CorruptRecord(key, str(reply))
-        meta, entries, items = replies
+        entries, meta, items = replies
         if not meta:
             return None
         try:
@@ -275,19 +279,21 @@ class RedisPersistenceStore:
             for k in keys:
                 pipe.hmget(k.meta, "circuit", "version", "n", "resumed", "completion", "updated")
                 pipe.llen(k.interventions)
-            replies = await self._io(pipe.execute(), self.prefix)
+            replies = await self._io(pipe.execute(raise_on_error=False))
         summaries, stale = [], []
         for k, meta, n_interventions in zip(keys, replies[::2], replies[1::2], strict=True):
-            if meta[0] is None:
+            if isinstance(meta, Exception) or isinstance(n_interventions, Exception):
+                log.warning("skipping corrupt trace %r in listing: %s", k.meta, meta)
+            elif meta[0] is None:
                 stale.append(k)
-                continue
-            summaries.append(_summary(k.trace_id, meta, n_interventions))
+            else:
+                summaries.append(_summary(k.trace_id, meta, n_interventions))
         if stale:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for k in stale:
                     pipe.zrem(k.index, k.raw_id)
                     pipe.zrem(k.expiry, k.raw_id)
-                await self._io(pipe.execute(), self.prefix)
+                await self._io(pipe.execute())
         return summaries
 
     async def check(self) -> dict[str, Any]:
@@ -296,12 +302,12 @@ class RedisPersistenceStore:
         if type(self.redis).__module__.startswith("fakeredis"):
             info: dict[str, Any] = {"server_name": "fakeredis", "redis_version": "in-process"}
         else:
-            info = await self._io(self.redis.info("server"), self.prefix)
+            info = await self._io(self.redis.info("server"))
         server = str(info.get("server_name") or "redis")
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.shards):
                 pipe.zcard(f"{{{self.prefix}:{shard}}}:traces")
-            counts = await self._io(pipe.execute(), self.prefix)
+            counts = await self._io(pipe.execute())
         return {
             "server": server,
             "version": str(info.get("valkey_version") or info.get("redis_version", "?")),

@@ -1,0 +1,118 @@
+"""The wire format: Ranvier's JSON, byte for byte, and validation at the edge."""
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from redis_checkpoint import (
+    CompletionState,
+    Intervention,
+    PersistedTrace,
+    PersistenceEnvelope,
+    ResumeCursor,
+)
+from redis_checkpoint.codec import decode_envelope, encode_envelope
+
+# The document Ranvier's Rust RedisPersistenceStore writes (reference section 4.4).
+RANVIER_TRACE = (
+    '{"trace_id":"order-1001","circuit":"OrderRecoveryFlow","schematic_version":"1.0",'
+    '"events":[{"trace_id":"order-1001","circuit":"OrderRecoveryFlow","schematic_version":"1.0",'
+    '"step":0,"node_id":"3f1c","outcome_kind":"Enter","timestamp_ms":1760000000000,'
+    '"payload_hash":null,"payload":null},'
+    '{"trace_id":"order-1001","circuit":"OrderRecoveryFlow","schematic_version":"1.0","step":1,'
+    '"node_id":"9a2e","outcome_kind":"Next","timestamp_ms":1760000000003,"payload_hash":null,'
+    '"payload":{"Next":{"order_id":"1001","validated":true}}}],'
+    '"interventions":[{"target_node":"ChargePayment","payload_override":100,'
+    '"timestamp_ms":1760000001000}],'
+    '"resumed_from_step":1,"completion":"Success"}'
+)
+
+
+def test_reads_and_writes_ranvier_json_exactly() -> None:
+    trace = PersistedTrace.model_validate_json(RANVIER_TRACE)
+    assert trace.completion is CompletionState.SUCCESS
+    assert trace.events[1].payload == {"Next": {"order_id": "1001", "validated": True}}
+    assert trace.interventions[0].payload_override == 100
+    assert trace.model_dump_json() == RANVIER_TRACE
+
+
+def test_open_trace_writes_nulls() -> None:
+    doc = json.loads(RANVIER_TRACE)
+    doc.update(resumed_from_step=None, completion=None, interventions=[])
+    text = json.dumps(doc, separators=(",", ":"))
+    assert PersistedTrace.model_validate_json(text).model_dump_json() == text
+
+
+def test_absent_options_read_as_none_and_unknown_fields_are_ignored() -> None:
+    doc = json.loads(RANVIER_TRACE)
+    for event in doc["events"]:
+        for field in ("node_id", "payload", "payload_hash"):
+            del event[field]
+        event["future_field"] = 1
+    del doc["resumed_from_step"], doc["completion"]
+    trace = PersistedTrace.model_validate_json(json.dumps(doc))
+    assert trace.resumed_from_step is None and trace.completion is None
+    assert all(e.node_id is None and e.payload is None for e in trace.events)
+
+
+@pytest.mark.parametrize("field", ["schematic_version", "interventions", "events", "circuit"])
+def test_absent_required_fields_are_errors_as_in_serde(field: str) -> None:
+    doc = json.loads(RANVIER_TRACE)
+    del doc[field]
+    with pytest.raises(ValidationError, match=field):
+        PersistedTrace.model_validate_json(json.dumps(doc))
+
+
+def test_u64_extremes_round_trip_through_json() -> None:
+    cursor = ResumeCursor(trace_id="t", next_step=2**64 - 1)
+    assert cursor.model_dump_json() == '{"trace_id":"t","next_step":18446744073709551615}'
+    assert ResumeCursor.model_validate_json(cursor.model_dump_json()) == cursor
+
+
+GOOD: dict[str, Any] = dict(
+    trace_id="t", circuit="c", schematic_version="1", step=1, outcome_kind="Next", timestamp_ms=0
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("trace_id", ""),
+        ("trace_id", 5),
+        ("step", -1),
+        ("step", 2**64),
+        ("step", True),
+        ("step", "3"),
+        ("step", 1.0),
+        ("timestamp_ms", -5),
+        ("payload", float("nan")),
+        ("payload", {"a": [float("inf")]}),
+        ("payload", b"bytes"),
+        ("payload", {1: "non-string key"}),
+        ("payload", (1, 2)),
+        ("outcome_kind", None),
+    ],
+)
+def test_envelope_validation_names_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError, match=field):
+        PersistenceEnvelope(**{**GOOD, field: value})
+
+
+def test_assignment_is_validated_too() -> None:
+    env = PersistenceEnvelope(**GOOD)
+    with pytest.raises(ValidationError, match="step"):
+        env.step = -1
+
+
+def test_intervention_validation() -> None:
+    with pytest.raises(ValidationError, match="timestamp_ms"):
+        Intervention(target_node="n", timestamp_ms=-1)
+
+
+def test_codec_round_trip_keeps_every_field() -> None:
+    env = PersistenceEnvelope(
+        **{**GOOD, "node_id": "n", "payload_hash": "h", "payload": {"k": [1, 2.5, None, "é"]}}
+    )
+    assert decode_envelope(encode_envelope(env), "t", "c") == env
