@@ -14,11 +14,14 @@ local TAGS = 16 * 8   -- the last 16 call tags (8 bytes each) of the trace, for 
 -- Index the trace before anything else is written: a corrupt index key fails the call
 -- while nothing has changed yet. Returns the expiry (ms) the caller applies with expire().
 -- Sweeps first, so a stale deadline of this very trace cannot unlist it after the write.
+-- Only stores with retention sweep: the expiry index is empty without it.
 local function index(keep_ms)
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, SWEEP)
-  for _, id in ipairs(dead) do
-    redis.call('ZREM', KEYS[4], id)
-    redis.call('ZREM', KEYS[5], id)
+  if ttl > 0 or completed_ttl > 0 then
+    local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, SWEEP)
+    for _, id in ipairs(dead) do
+      redis.call('ZREM', KEYS[4], id)
+      redis.call('ZREM', KEYS[5], id)
+    end
   end
   redis.call('ZADD', KEYS[4], now, ARGV[1])
   if keep_ms > 0 then

@@ -200,7 +200,9 @@ class RedisPersistenceStore:
         keys = self.keys(trace_id)
         await self._configure()
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xrange(keys.stream)
+            # A bytes command name skips redis-py's reply callback for XRANGE, which builds
+            # a dict per entry; the raw [id, [field, value]] pairs are all load needs.
+            pipe.execute_command(b"XRANGE", keys.stream, "-", "+")
             pipe.hgetall(keys.meta)
             pipe.lrange(keys.interventions, 0, -1)
             replies = await self._io(pipe.execute(raise_on_error=False))
@@ -212,7 +214,7 @@ class RedisPersistenceStore:
             return None
         try:
             circuit = meta[b"circuit"].decode()
-            events = [decode_envelope(fields[b"e"], trace_id, circuit) for _, fields in entries]
+            events = [decode_envelope(fields[1], trace_id, circuit) for _, fields in entries]
             interventions = [decode_intervention(item) for item in items]
             trace = PersistedTrace(
                 trace_id=trace_id,

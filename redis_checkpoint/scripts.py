@@ -2,15 +2,17 @@
 
 Scripts are the `lua/*.lua` files shipped inside the package, each prefixed with the shared
 `_trace.lua` prelude. redis-py's `AsyncScript` keeps the SHA and reloads a script the server
-has lost (SCRIPT FLUSH, restart, failover); this module adds one thing on top: calls issued
-in the same event-loop turn leave as one pipeline, so many concurrent writers cost one
-round trip instead of one each.
+has lost (SCRIPT FLUSH, restart, failover); this module adds one thing on top, automatic
+pipelining: a call goes out at once while fewer than `IN_FLIGHT` sends are under way, and
+calls made meanwhile queue up and leave together as one pipeline when a send returns. A
+lone writer pays no extra latency; many concurrent writers share round trips instead of
+paying one each, and two sends in flight keep the client and the server busy together.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -30,6 +32,7 @@ def _lua_dir() -> Traversable:
 
 
 LUA_DIR = _lua_dir()
+IN_FLIGHT = 2
 
 
 def source(name: str, prelude: str = "_trace") -> str:
@@ -42,37 +45,49 @@ class _Call:
     script: AsyncScript
     keys: tuple[str, ...]
     args: tuple[Any, ...]
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    future: asyncio.Future[Any]
 
 
 class ScriptRunner:
-    """Runs named scripts on one client, coalescing concurrent calls into pipelines."""
+    """Runs named scripts on one client, pipelining the calls that arrive concurrently."""
 
     def __init__(self, client: Redis, names: tuple[str, ...], prelude: str = "_trace") -> None:
         self._client = client
         self._scripts = {name: client.register_script(source(name, prelude)) for name in names}
         self._queue: list[_Call] = []
+        self._in_flight = 0  # single calls and pipelines under way
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """Run script `name`; returns its reply or raises the server's error."""
-        call = _Call(self._scripts[name], keys, args)
-        self._queue.append(call)
-        if len(self._queue) == 1:
-            # The flush runs on the next loop turn, after every task that is ready now
-            # has had the chance to queue its call behind this one.
-            task = asyncio.ensure_future(self._flush())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-        return await call.future
+        script = self._scripts[name]
+        if self._in_flight >= IN_FLIGHT:
+            call = _Call(script, keys, args, asyncio.get_running_loop().create_future())
+            self._queue.append(call)
+            return await call.future
+        self._in_flight += 1
+        try:
+            return await script(keys, args)
+        finally:
+            self._in_flight -= 1
+            self._next()
 
-    async def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        if len(batch) == 1:
-            await _settle(batch[0], batch[0].script(batch[0].keys, batch[0].args))
+    def _next(self) -> None:
+        """Send what queued up meanwhile as one pipeline."""
+        if not self._queue or self._in_flight >= IN_FLIGHT:
             return
+        batch, self._queue = self._queue, []
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._send(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._in_flight -= 1
+        self._next()
+
+    async def _send(self, batch: list[_Call]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for call in batch:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
