@@ -16,13 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from pydantic import JsonValue
 from redis.asyncio import Redis
 
 from redis_checkpoint import PersistenceEnvelope, RedisPersistenceStore
 from redis_checkpoint.codec import encode_envelope
 from redis_checkpoint.conformance.servers import ServerProcess, redis_binary, valkey_binary
 
-PAYLOAD = {"order_id": "1001", "blob": "x" * 1000}  # 1 KiB of JSON
+PAYLOAD: JsonValue = {"order_id": "1001", "blob": "x" * 1000}  # 1 KiB of JSON
 
 
 def env(trace_id: str, step: int) -> PersistenceEnvelope:
@@ -61,24 +62,17 @@ class Result:
 Run = Callable[[int], Awaitable[None]]
 
 
-async def best_rate(ops: int, run: Run, rounds: int) -> float:
-    """Operations per second of the best of `rounds` runs; `run` gets the round number."""
-    best = 0.0
-    for r in range(rounds):
-        gc.collect()  # garbage from earlier rounds must not bill either side
-        start = time.perf_counter()
-        await run(r)
-        best = max(best, ops / (time.perf_counter() - start))
-    return best
-
-
 async def compare(ops: int, ours: Run, raw: Run, rounds: int) -> tuple[float, float]:
-    """Interleaved rounds, so that noise on the machine hits both sides alike."""
-    best_ours = best_raw = 0.0
+    """Best rate (ops/s) of each side over interleaved rounds, so that noise on a shared
+    machine hits both alike. `run` gets the round number."""
+    best = [0.0, 0.0]
     for r in range(rounds):
-        best_ours = max(best_ours, await best_rate(ops, lambda _: ours(r), 1))
-        best_raw = max(best_raw, await best_rate(ops, lambda _: raw(r), 1))
-    return best_ours, best_raw
+        for side, run in enumerate((ours, raw)):
+            gc.collect()  # garbage from earlier rounds must not bill either side
+            start = time.perf_counter()
+            await run(r)
+            best[side] = max(best[side], ops / (time.perf_counter() - start))
+    return best[0], best[1]
 
 
 async def b1(store: RedisPersistenceStore, raw: Redis, n: int, rounds: int) -> Result:
@@ -155,7 +149,7 @@ async def b4(store: RedisPersistenceStore, raw: Redis, n: int, rounds: int) -> R
         assert trace is not None and len(trace.events) == n
 
     async def theirs(r: int) -> None:
-        assert len(await raw.xrange(stream)) == n
+        assert len(await raw.xrange(stream) or ()) == n
 
     rates = await compare(n, ours, theirs, rounds)
     return Result("B4", f"load of {n:,} envelopes vs XRANGE", *rates, ">= 0.5")
@@ -179,15 +173,19 @@ async def main(server: str, rounds: int, scale: float) -> list[Result]:
         store = RedisPersistenceStore(Redis.from_url(proc.url), prefix="bench")
         await store.append(env("warm-up", 0))
         await raw.xadd("raw:warm-up", {"e": BLOB})
-        s = lambda count: max(1, int(count * scale))  # noqa: E731
-        results = []
-        for name, bench in [
+
+        def s(count: int) -> int:
+            return max(1, int(count * scale))
+
+        benches: list[tuple[str, Callable[[], Awaitable[Result]]]] = [
             ("B1", lambda: b1(store, raw, s(2000), rounds)),
             ("B2", lambda: b2(store, raw, s(50), rounds)),
             ("B3", lambda: b3(store, raw, s(40), rounds)),
             ("B4", lambda: b4(store, raw, 10_000, rounds * 2)),
             ("B5", lambda: b5(store, raw, 10_000)),
-        ]:
+        ]
+        results = []
+        for name, bench in benches:
             print(f"running {name} ...", flush=True)
             results.append(await bench())
         await store.aclose()
