@@ -1,0 +1,162 @@
+"""`redis-checkpoint`: a crash-and-resume demo, and a look at what a store holds.
+
+redis-checkpoint demo                  # on fakeredis:// (in-process, no server)
+redis-checkpoint --url redis://localhost:6379/0 demo
+redis-checkpoint --url redis://... list [--json]
+redis-checkpoint --url redis://... show TRACE_ID [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from . import (
+    CompletionState,
+    PersistedTrace,
+    PersistenceEnvelope,
+    RedisPersistenceStore,
+    TraceSummary,
+)
+from .errors import PersistenceError
+
+DEFAULT_URL = os.environ.get("REDIS_CHECKPOINT_URL", "fakeredis://")
+STEPS = ["validate order", "reserve stock", "charge payment", "ship parcel", "send receipt"]
+
+
+class Crash(Exception):
+    """The demo's stand-in for a worker dying mid-pipeline."""
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render(trace: PersistedTrace) -> str:
+    head = (
+        f"trace {trace.trace_id}  circuit {trace.circuit} v{trace.schematic_version}  "
+        f"completion {trace.completion.value if trace.completion else 'open'}  "
+        f"resumed_from_step {trace.resumed_from_step}"
+    )
+    rows = [(e.step, e.outcome_kind, e.node_id or "", json.dumps(e.payload)) for e in trace.events]
+    return head + "\n" + table(["step", "outcome", "node", "payload"], rows)
+
+
+def envelope(trace_id: str, step: int, kind: str, payload: object = None) -> PersistenceEnvelope:
+    return PersistenceEnvelope(
+        trace_id=trace_id,
+        circuit="OrderPipeline",
+        schematic_version="1.0",
+        step=step,
+        node_id="ingress" if kind == "Enter" else STEPS[step - 1],
+        outcome_kind=kind,
+        timestamp_ms=int(datetime.now(UTC).timestamp() * 1000),
+        payload=payload,  # type: ignore[arg-type]
+    )
+
+
+async def run_pipeline(
+    store: RedisPersistenceStore, trace_id: str, start: int, crash_at: int
+) -> None:
+    """Steps `start`..5, one checkpoint each; raises Crash on reaching `crash_at`."""
+    await store.append(envelope(trace_id, 0 if start == 1 else start, "Enter"))
+    for step in range(start, len(STEPS) + 1):
+        if step == crash_at:
+            raise Crash(f"worker died while running step {step} ({STEPS[step - 1]})")
+        await store.append(envelope(trace_id, step, "Next", {"Next": {"done": STEPS[step - 1]}}))
+        print(f"  step {step}: {STEPS[step - 1]} ... checkpointed")
+    await store.complete(trace_id, CompletionState.SUCCESS)
+
+
+async def demo(store: RedisPersistenceStore) -> None:
+    trace_id = f"order-{os.urandom(3).hex()}"
+    print(f"Run 1: pipeline {trace_id}, five steps, the worker crashes at step 3")
+    try:
+        await run_pipeline(store, trace_id, start=1, crash_at=3)
+    except Crash as crash:
+        print(f"  CRASH: {crash}\n")
+    trace = await store.load(trace_id)
+    assert trace is not None
+    print("What the store kept:\n" + render(trace) + "\n")
+    last_good = max(e.step for e in trace.events if e.outcome_kind == "Next")
+    cursor = await store.resume(trace_id, last_good)
+    print(f"Run 2: resume({trace_id!r}, {last_good}) -> next_step {cursor.next_step}")
+    await run_pipeline(store, trace_id, start=cursor.next_step, crash_at=-1)
+    final = await store.load(trace_id)
+    assert final is not None
+    print("\nFinal trace:\n" + render(final))
+    if store.redis.__class__.__module__.startswith("fakeredis"):
+        print("\n(fakeredis:// keeps data in this process; use --url redis://... to keep it)")
+
+
+async def show(store: RedisPersistenceStore, trace_id: str, as_json: bool) -> int:
+    trace = await store.load(trace_id)
+    if trace is None:
+        print(f"trace {trace_id} not found", file=sys.stderr)
+        return 1
+    print(trace.model_dump_json() if as_json else render(trace))
+    return 0
+
+
+async def list_traces(store: RedisPersistenceStore, limit: int, as_json: bool) -> int:
+    rows: list[TraceSummary] = []
+    async for summary in store.iter_traces():
+        if len(rows) == limit:
+            break
+        rows.append(summary)
+    if as_json:
+        print(json.dumps([s.model_dump(mode="json") for s in rows]))
+        return 0
+    headers = ["trace", "circuit", "events", "completion", "resumed", "updated"]
+    cells = [
+        (
+            s.trace_id,
+            s.circuit,
+            s.events,
+            s.completion.value if s.completion else "open",
+            "" if s.resumed_from_step is None else s.resumed_from_step,
+            datetime.fromtimestamp(s.updated_ms / 1000, UTC).isoformat(timespec="seconds"),
+        )
+        for s in rows
+    ]
+    print(table(headers, cells) if rows else "(no traces)")
+    return 0
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    async with RedisPersistenceStore.from_url(args.url, prefix=args.prefix) as store:
+        if args.command == "demo":
+            await demo(store)
+            return 0
+        if args.command == "show":
+            return await show(store, args.trace_id, args.json)
+        return await list_traces(store, args.limit, args.json)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="redis-checkpoint", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=DEFAULT_URL, help="store URL (default %(default)s)")
+    parser.add_argument("--prefix", default="rc", help="key prefix (default %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="crash a five-step pipeline at step 3, then resume it")
+    show = commands.add_parser("show", help="print one trace")
+    show.add_argument("trace_id")
+    show.add_argument("--json", action="store_true", help="Ranvier's JSON wire form")
+    listing = commands.add_parser("list", help="traces, most recently updated first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(main_async(args))
+    except PersistenceError as exc:
+        print(f"redis-checkpoint: {exc}", file=sys.stderr)
+        return 2
