@@ -164,7 +164,7 @@ async def b5(store: RedisPersistenceStore, raw: Redis, n: int) -> Result:
     )
 
 
-async def main(server: str, rounds: int, scale: float) -> list[Result]:
+async def main(server: str, rounds: int, scale: float, only: set[str]) -> list[Result]:
     binary = redis_binary() if server == "redis" else valkey_binary()
     if binary is None:
         raise SystemExit(f"no {server} server binary found")
@@ -186,6 +186,8 @@ async def main(server: str, rounds: int, scale: float) -> list[Result]:
         ]
         results = []
         for name, bench in benches:
+            if only and name not in only:
+                continue
             print(f"running {name} ...", flush=True)
             results.append(await bench())
         await store.aclose()
@@ -210,5 +212,9 @@ if __name__ == "__main__":
     parser.add_argument("--server", choices=["redis", "valkey"], default="redis")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
+    parser.add_argument("--only", nargs="*", default=[], help="run only these, e.g. B1 B4")
     args = parser.parse_args()
-    report(asyncio.run(main(args.server, args.rounds, args.scale)), args.server)
+    only = {name.upper() for name in args.only}
+    if only & {"B4", "B5"}:
+        only |= {"B4", "B5"}  # B5 measures the trace that B4 writes
+    report(asyncio.run(main(args.server, args.rounds, args.scale, only)), args.server)

@@ -3,10 +3,10 @@
 Scripts are the `lua/*.lua` files shipped inside the package, each prefixed with the shared
 `_trace.lua` prelude. redis-py's `AsyncScript` keeps the SHA and reloads a script the server
 has lost (SCRIPT FLUSH, restart, failover); this module adds one thing on top, automatic
-pipelining: a call goes out at once while fewer than `IN_FLIGHT` sends are under way, and
-calls made meanwhile queue up and leave together as one pipeline when a send returns. A
-lone writer pays no extra latency; many concurrent writers share round trips instead of
-paying one each, and two sends in flight keep the client and the server busy together.
+pipelining: a call goes out at once when no other send is under way, and calls made
+meanwhile queue up and leave together as one pipeline when it returns. A lone writer pays
+no extra latency; many concurrent writers share round trips instead of paying one each.
+(`IN_FLIGHT` sends at once measured no better than one.)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _lua_dir() -> Traversable:
 
 
 LUA_DIR = _lua_dir()
-IN_FLIGHT = 2
+IN_FLIGHT = 1
 
 
 def source(name: str, prelude: str = "_trace") -> str:

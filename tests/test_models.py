@@ -116,3 +116,25 @@ def test_codec_round_trip_keeps_every_field() -> None:
         **{**GOOD, "node_id": "n", "payload_hash": "h", "payload": {"k": [1, 2.5, None, "é"]}}
     )
     assert decode_envelope(encode_envelope(env), "t", "c") == env
+
+
+def test_decoded_envelopes_behave_like_validated_ones() -> None:
+    env = PersistenceEnvelope(**{**GOOD, "payload": {"a": 1}})
+    decoded = decode_envelope(encode_envelope(env), "t", "c")
+    assert decoded == env and decoded.model_dump_json() == env.model_dump_json()
+    decoded.step = 7  # assignment still validates, and leaves other instances alone
+    with pytest.raises(ValidationError):
+        decoded.step = -1
+    assert env.step == 1 and decode_envelope(encode_envelope(env), "t", "c").step == 1
+    assert decoded.model_copy(update={"step": 9}).step == 9
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [[-1, None, "k", 0, None, None, "1"], [1, None, 5, 0, None, None, "1"], [1, 2, 3], "text"],
+)
+def test_decoding_foreign_bytes_fails(fields: object) -> None:
+    import msgpack
+
+    with pytest.raises(ValueError):
+        decode_envelope(msgpack.packb(fields), "t", "c")
