@@ -32,6 +32,7 @@ from .models import (
     ResumeCursor,
     TraceSummary,
     as_completion,
+    as_size,
     as_step,
     as_ttl_ms,
 )
@@ -70,7 +71,7 @@ class InMemoryPersistenceStore:
         self._traces: dict[str, _Trace] = {}
         self._ttl = as_ttl_ms(ttl, "ttl")
         self._completed_ttl = as_ttl_ms(completed_ttl, "completed_ttl")
-        self._max_bytes = max_envelope_bytes
+        self._max_bytes = as_size(max_envelope_bytes, "max_envelope_bytes")
         self._clock = clock
 
     async def __aenter__(self) -> Self:

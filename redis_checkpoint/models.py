@@ -118,3 +118,10 @@ def as_ttl_ms(seconds: float | None, name: str) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise InvalidInput(f"{name} must be a positive number of seconds or None, got {seconds!r}")
     return max(1, round(seconds * 1000))
+
+
+def as_size(size: int, name: str) -> int:
+    """A positive whole number of bytes, or InvalidInput."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidInput(f"{name} must be a positive integer, got {size!r}")
+    return size

@@ -45,6 +45,7 @@ from .models import (
     ResumeCursor,
     TraceSummary,
     as_completion,
+    as_size,
     as_step,
     as_ttl_ms,
 )
@@ -90,7 +91,7 @@ class RedisPersistenceStore:
         self.shards = shards
         self._ttl = as_ttl_ms(ttl, "ttl")
         self._completed_ttl = as_ttl_ms(completed_ttl, "completed_ttl")
-        self._max_bytes = max_envelope_bytes
+        self._max_bytes = as_size(max_envelope_bytes, "max_envelope_bytes")
         self._clock = clock
         self._owns_client = owns_client
         self._run = ScriptRunner(redis, _OPERATIONS)

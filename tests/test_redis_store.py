@@ -233,3 +233,19 @@ async def test_listing_skips_a_corrupt_trace_and_names_a_corrupt_index(
     await client.set(index, "garbage")
     with pytest.raises(CorruptRecord, match="traces"):
         [s async for s in store.iter_traces()]
+
+
+async def test_from_url_over_a_unix_socket(real_server: ServerProcess) -> None:
+    async with RedisPersistenceStore.from_url(f"unix://{real_server.socket}", prefix="u") as store:
+        await store.append(envelope())
+        assert (await store.check())["traces_indexed"] == 1
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, True])
+def test_bad_size_limit_is_refused(client: Redis, size: Any) -> None:
+    from redis_checkpoint import InMemoryPersistenceStore, InvalidInput
+
+    with pytest.raises(InvalidInput, match="max_envelope_bytes"):
+        RedisPersistenceStore(client, max_envelope_bytes=size)
+    with pytest.raises(InvalidInput, match="max_envelope_bytes"):
+        InMemoryPersistenceStore(max_envelope_bytes=size)

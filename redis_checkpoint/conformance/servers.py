@@ -46,11 +46,13 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="rc-server-")
+        self.socket = str(Path(self._dir.name, "redis.sock"))  # also listens here
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> Self:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
         args += ["no", "--dir", self._dir.name, "--logfile", "server.log"]
+        args += ["--unixsocket", self.socket]
         self._proc = subprocess.Popen([self.binary, *args], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self._answers_ping():
