@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 
 from .client import connect
 from .codec import (
@@ -30,6 +30,7 @@ from .errors import (
     CircuitMismatch,
     ConfigMismatch,
     CorruptRecord,
+    PersistenceError,
     StoreUnavailable,
     TraceCompleted,
     TraceNotFound,
@@ -161,17 +162,23 @@ class RedisPersistenceStore:
         except ResponseError as exc:
             raise await self._corruption(keys, exc) from exc
 
-    async def _corruption(self, keys: TraceKeys, exc: ResponseError) -> CorruptRecord:
-        """Name the key that made a script fail: the first one of a type it never writes."""
+    async def _corruption(self, keys: TraceKeys, exc: ResponseError) -> PersistenceError:
+        """What a script's error means: a key of a type the store never writes, or other
+        data it did not write (CorruptRecord naming the key), or a server condition."""
+        message = str(exc)
+        if isinstance(exc, ReadOnlyError):  # a failover demoted the node under us
+            return StoreUnavailable(f"Redis refused the write: {message}")
         all_keys = (*keys.own, keys.index, keys.expiry)
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in all_keys:
                 pipe.type(key)
-            types = await pipe.execute()
+            types = await self._io(pipe.execute())
         for key, found, expected in zip(all_keys, types, _EXPECTED_TYPES, strict=True):
             if found not in (b"none", expected.encode()):
                 return CorruptRecord(key, f"expected a {expected}, found a {found.decode()}")
-        return CorruptRecord(keys.stream if "XADD" in str(exc) else keys.meta, str(exc))
+        if "XADD" in message:  # stream entries with ids this store did not write
+            return CorruptRecord(keys.stream, message)
+        return PersistenceError(f"Redis refused the call: {message}")
 
     async def append(self, envelope: PersistenceEnvelope) -> None:
         """Append one envelope; see `PersistenceStore.append`."""

@@ -249,3 +249,21 @@ def test_bad_size_limit_is_refused(client: Redis, size: Any) -> None:
         RedisPersistenceStore(client, max_envelope_bytes=size)
     with pytest.raises(InvalidInput, match="max_envelope_bytes"):
         InMemoryPersistenceStore(max_envelope_bytes=size)
+
+
+async def test_server_refusals_are_not_reported_as_corruption(
+    server_factory: Callable[[str], ServerProcess],
+) -> None:
+    from redis_checkpoint import PersistenceError
+
+    server = server_factory("redis-server")
+    async with RedisPersistenceStore.from_url(server.url, prefix="p") as store:
+        await store.append(envelope(step=1))
+        await store.redis.config_set("maxmemory", 1)  # every write is now refused: OOM
+        with pytest.raises(PersistenceError, match="maxmemory") as refused:
+            await store.append(envelope(step=2))
+        assert not isinstance(refused.value, CorruptRecord)
+        await store.redis.config_set("maxmemory", 0)
+        await store.append(envelope(step=2))
+        trace = await store.load("trace-1")
+        assert trace is not None and [e.step for e in trace.events] == [1, 2]
