@@ -73,6 +73,11 @@ class TraceKeys:
         """The keys that belong to this trace alone (the shard indexes are shared)."""
         return (self.stream, self.meta, self.interventions)
 
+    @property
+    def script(self) -> tuple[str, str, str, str, str]:
+        """KEYS[1..5] of every trace script, in the order `lua/_trace.lua` names them."""
+        return (self.stream, self.meta, self.interventions, self.index, self.expiry)
+
 
 def shard_tag(prefix: str, shard: int) -> str:
     return f"{{{prefix}:{shard}}}"

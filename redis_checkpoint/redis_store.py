@@ -35,7 +35,7 @@ from .errors import (
     TraceCompleted,
     TraceNotFound,
 )
-from .keys import TraceKeys, check_prefix, config_key
+from .keys import TraceKeys, check_prefix, config_key, shard_tag
 from .listing import iter_shard_index
 from .models import (
     U64_MAX,
@@ -56,7 +56,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _OPERATIONS = ("append", "resume", "complete", "save_intervention", "delete")
-_EXPECTED_TYPES = ("stream", "hash", "list", "zset", "zset")
+_EXPECTED_TYPES = ("stream", "hash", "list", "zset", "zset")  # of TraceKeys.script
 _NOT_FOUND, _COMPLETED, _MISMATCH = 3, 2, 1
 
 
@@ -156,9 +156,8 @@ class RedisPersistenceStore:
         await self._configure()
         now = int(self._clock() * 1000)
         argv = (keys.raw_id, now, self._ttl, self._completed_ttl, *args)
-        all_keys = (*keys.own, keys.index, keys.expiry)
         try:
-            return list(await self._io(self._run(name, all_keys, argv)))
+            return list(await self._io(self._run(name, keys.script, argv)))
         except ResponseError as exc:
             raise await self._corruption(keys, exc) from exc
 
@@ -168,12 +167,11 @@ class RedisPersistenceStore:
         message = str(exc)
         if isinstance(exc, ReadOnlyError):  # a failover demoted the node under us
             return StoreUnavailable(f"Redis refused the write: {message}")
-        all_keys = (*keys.own, keys.index, keys.expiry)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in all_keys:
+            for key in keys.script:
                 pipe.type(key)
             types = await self._io(pipe.execute())
-        for key, found, expected in zip(all_keys, types, _EXPECTED_TYPES, strict=True):
+        for key, found, expected in zip(keys.script, types, _EXPECTED_TYPES, strict=True):
             if found not in (b"none", expected.encode()):
                 return CorruptRecord(key, f"expected a {expected}, found a {found.decode()}")
         if "XADD" in message:  # stream entries with ids this store did not write
@@ -316,7 +314,7 @@ class RedisPersistenceStore:
         server = str(info.get("server_name") or "redis")
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.shards):
-                pipe.zcard(f"{{{self.prefix}:{shard}}}:traces")
+                pipe.zcard(f"{shard_tag(self.prefix, shard)}:traces")
             counts = await self._io(pipe.execute())
         return {
             "server": server,
