@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from operator import attrgetter
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
+from redis.exceptions import ReadOnlyError, ResponseError
 
-from .client import connect
+from .client import RedisBacked
 from .codec import (
     DEFAULT_MAX_ENVELOPE_BYTES,
     Batch,
@@ -35,7 +34,7 @@ from .errors import (
     TraceCompleted,
     TraceNotFound,
 )
-from .keys import TraceKeys, check_prefix, config_key, shard_tag
+from .keys import TraceKeys, shard_tag
 from .listing import iter_shard_index
 from .models import (
     U64_MAX,
@@ -60,7 +59,7 @@ _EXPECTED_TYPES = ("stream", "hash", "list", "zset", "zset")  # of TraceKeys.scr
 _NOT_FOUND, _COMPLETED, _MISMATCH = 3, 2, 1
 
 
-class RedisPersistenceStore:
+class RedisPersistenceStore(RedisBacked):
     """A `PersistenceStore` on Redis (or Valkey, or fakeredis), safe for concurrent writers.
 
     Args:
@@ -72,6 +71,9 @@ class RedisPersistenceStore:
         max_envelope_bytes: the largest encoded envelope accepted.
         clock: returns the time in seconds; stamps `updated_ms` and index deadlines.
     """
+
+    unavailable = StoreUnavailable
+    mismatch = ConfigMismatch
 
     def __init__(
         self,
@@ -85,71 +87,19 @@ class RedisPersistenceStore:
         clock: Callable[[], float] = time.time,
         owns_client: bool = False,
     ) -> None:
-        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 16384:
-            raise ConfigMismatch(f"shards must be an integer in 1..16384, got {shards!r}")
-        self.redis = redis
-        self.prefix = check_prefix(prefix)
-        self.shards = shards
+        super().__init__(redis, prefix, shards, owns_client)
         self._ttl = as_ttl_ms(ttl, "ttl")
         self._completed_ttl = as_ttl_ms(completed_ttl, "completed_ttl")
         self._max_bytes = as_size(max_envelope_bytes, "max_envelope_bytes")
         self._clock = clock
-        self._owns_client = owns_client
         self._run = ScriptRunner(redis, _OPERATIONS)
-        self._configured = False
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Open a store on `redis://`, `rediss://`, `unix://` or `fakeredis://` (no server)."""
-        return cls(connect(url), owns_client=True, **options)
-
-    async def __aenter__(self) -> Self:
-        await self._configure()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the client if this store opened it (`from_url`)."""
-        if self._owns_client:
-            await self.redis.aclose()
 
     def keys(self, trace_id: str) -> TraceKeys:
         """The keys of a trace (all in one cluster slot)."""
         return TraceKeys.build(self.prefix, self.shards, trace_id)
 
-    async def _configure(self) -> None:
-        """Record the shard count at first use; refuse a prefix set up with another."""
-        if self._configured:
-            return
-        key = config_key(self.prefix)
-        recorded = await self._io(self._record_shards(key), key)
-        if recorded != self.shards:
-            raise ConfigMismatch(
-                f"prefix {self.prefix!r} was set up with {recorded} shards, this store has "
-                f"{self.shards}: open it with shards={recorded} (the count is fixed per prefix)"
-            )
-        self._configured = True
-
-    async def _record_shards(self, key: str) -> int:
-        await self.redis.hsetnx(key, "shards", self.shards)
-        recorded: bytes = await self.redis.hget(key, "shards")  # type: ignore[assignment]
-        return int(recorded)
-
-    async def _io(self, call: Awaitable[T], key: str | None = None) -> T:
-        """Await a server call: transport failures become StoreUnavailable, and a
-        wrong-typed `key` (when the call reads just one) becomes CorruptRecord."""
-        try:
-            return await call
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
-        except ResponseError as exc:
-            if key is not None and "WRONGTYPE" in str(exc):
-                raise CorruptRecord(key, "the key holds a value of the wrong type") from exc
-            raise
+    def corrupt(self, key: str, detail: str) -> Exception:
+        return CorruptRecord(key, detail)
 
     async def _script(self, name: str, keys: TraceKeys, *args: Any) -> list[Any]:
         """Run a trace script; the common ARGV prefix of `_trace.lua` comes first."""
