@@ -10,7 +10,7 @@ from typing import Any, Self, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 
 from .errors import InvalidInput
 from .keys import check_prefix, config_key
@@ -54,11 +54,13 @@ class RedisBacked:
     """What every Redis store shares: a client, a key prefix and its recorded shard count.
 
     Subclasses name their errors: `unavailable` for transport failures, `corrupt(key,
-    detail)` for a key holding the wrong type, `mismatch` for a wrong shard count.
+    detail)` for a key holding data the store did not write, `mismatch` for a wrong shard
+    count, `refused` for any other error the server returns.
     """
 
     unavailable: type[Exception]
     mismatch: type[Exception]
+    refused: type[Exception]
 
     def __init__(self, redis: Redis, prefix: str, shards: int, owns_client: bool) -> None:
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 16384:
@@ -120,3 +122,22 @@ class RedisBacked:
             if key is not None and "WRONGTYPE" in str(exc):
                 raise self.corrupt(key, "the key holds a value of the wrong type") from exc
             raise
+
+    async def _diagnose(
+        self, exc: ResponseError, keys: tuple[str, ...], types: tuple[str, ...], stream: str
+    ) -> Exception:
+        """What a script's error means: a key of a type the store never writes there, or
+        stream entries it did not write (`corrupt`, naming the key), or a server condition."""
+        message = str(exc)
+        if isinstance(exc, ReadOnlyError):  # a failover demoted the node under us
+            return self.unavailable(f"Redis refused the write: {message}")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.type(key)
+            found_types = await self._io(pipe.execute())
+        for key, found, expected in zip(keys, found_types, types, strict=True):
+            if found not in (b"none", expected.encode()):
+                return self.corrupt(key, f"expected a {expected}, found a {found.decode()}")
+        if "XADD" in message:  # stream entries with ids this store did not write
+            return self.corrupt(stream, message)
+        return self.refused(f"Redis refused the call: {message}")

@@ -15,7 +15,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import ResponseError
 
 from .client import RedisBacked
 from .codec import (
@@ -74,6 +74,7 @@ class RedisPersistenceStore(RedisBacked):
 
     unavailable = StoreUnavailable
     mismatch = ConfigMismatch
+    refused = PersistenceError
 
     def __init__(
         self,
@@ -109,24 +110,7 @@ class RedisPersistenceStore(RedisBacked):
         try:
             return list(await self._io(self._run(name, keys.script, argv)))
         except ResponseError as exc:
-            raise await self._corruption(keys, exc) from exc
-
-    async def _corruption(self, keys: TraceKeys, exc: ResponseError) -> PersistenceError:
-        """What a script's error means: a key of a type the store never writes, or other
-        data it did not write (CorruptRecord naming the key), or a server condition."""
-        message = str(exc)
-        if isinstance(exc, ReadOnlyError):  # a failover demoted the node under us
-            return StoreUnavailable(f"Redis refused the write: {message}")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys.script:
-                pipe.type(key)
-            types = await self._io(pipe.execute())
-        for key, found, expected in zip(keys.script, types, _EXPECTED_TYPES, strict=True):
-            if found not in (b"none", expected.encode()):
-                return CorruptRecord(key, f"expected a {expected}, found a {found.decode()}")
-        if "XADD" in message:  # stream entries with ids this store did not write
-            return CorruptRecord(keys.stream, message)
-        return PersistenceError(f"Redis refused the call: {message}")
+            raise await self._diagnose(exc, keys.script, _EXPECTED_TYPES, keys.stream) from exc
 
     async def append(self, envelope: PersistenceEnvelope) -> None:
         """Append one envelope; see `PersistenceStore.append`."""

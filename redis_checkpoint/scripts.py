@@ -1,12 +1,12 @@
 """Finds the Lua scripts, registers them on a client, and runs them.
 
-Scripts are the `lua/*.lua` files shipped inside the package, each prefixed with the shared
-`_trace.lua` prelude. redis-py's `AsyncScript` keeps the SHA and reloads a script the server
-has lost (SCRIPT FLUSH, restart, failover); this module adds one thing on top, automatic
-pipelining: a call goes out at once when no other send is under way, and calls made
-meanwhile queue up and leave together as one pipeline when it returns. A lone writer pays
-no extra latency; many concurrent writers share round trips instead of paying one each.
-(`IN_FLIGHT` sends at once measured no better than one.)
+Scripts are the `lua/*.lua` files shipped inside the package; the trace scripts are each
+prefixed with the shared `_trace.lua` prelude. redis-py's `AsyncScript` keeps the SHA and
+reloads a script the server has lost (SCRIPT FLUSH, restart, failover); this module adds
+one thing on top, automatic pipelining: a call goes out at once when no other send is under
+way, and calls made meanwhile queue up and leave together as one pipeline when it returns.
+A lone writer pays no extra latency; many concurrent writers share round trips instead of
+paying one each. (`IN_FLIGHT` sends at once measured no better than one.)
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ LUA_DIR = _lua_dir()
 IN_FLIGHT = 1
 
 
-def source(name: str, prelude: str = "_trace") -> str:
-    """The full text of script `name`: the prelude followed by the operation's own file."""
-    return (LUA_DIR / f"{prelude}.lua").read_text() + (LUA_DIR / f"{name}.lua").read_text()
+def source(name: str, prelude: str | None = "_trace") -> str:
+    """The full text of script `name`: the prelude (if any), then the operation's own file."""
+    text = (LUA_DIR / f"{name}.lua").read_text()
+    return text if prelude is None else (LUA_DIR / f"{prelude}.lua").read_text() + text
 
 
 @dataclass(slots=True)
@@ -51,7 +52,9 @@ class _Call:
 class ScriptRunner:
     """Runs named scripts on one client, pipelining the calls that arrive concurrently."""
 
-    def __init__(self, client: Redis, names: tuple[str, ...], prelude: str = "_trace") -> None:
+    def __init__(
+        self, client: Redis, names: tuple[str, ...], prelude: str | None = "_trace"
+    ) -> None:
         self._client = client
         self._scripts = {name: client.register_script(source(name, prelude)) for name in names}
         self._queue: list[_Call] = []
