@@ -1,6 +1,6 @@
 """Pure key builders: virtual shards, one hash tag per write, escaped ids.
 
-Every key of a trace starts with the hash tag `{<prefix>:<shard>}`, with
+Every key of a trace (or workflow) starts with the hash tag `{<prefix>:<shard>}`, with
 `shard = crc32(utf8(trace_id)) % shards`, and the shard's own indexes share that tag. So
 one script can touch a trace's keys and its shard's indexes in one Redis Cluster slot.
 
@@ -9,6 +9,18 @@ one script can touch a trace's keys and its shard's indexes in one Redis Cluster
     {rc:17}:t:<id>:i    list    interventions (msgpack)
     {rc:17}:traces      zset    trace ids by last update (ms): listing
     {rc:17}:expiry      zset    trace ids by expiry deadline (ms): index cleanup
+    {rc:17}:w:<wf>:h    stream  Aion events as JSON, entry id 0-<seq>, field e
+    {rc:17}:w:<wf>:m    hash    projection: head, status, type, started, ended (µs), tag
+    {rc:17}:w:<wf>:r    list    seqs of lifecycle events (the run chain's skeleton)
+    {rc:17}:w:<wf>:c    set     child workflow ids (a parent's children, in its shard)
+    {rc:17}:workflows   zset    workflow ids (score 0: text order)
+    {rc:17}:active      zset    started workflows whose status is Running
+    {rc:17}:parents     hash    child id -> parent id, for children started in this shard
+    {rc:17}:timers      zset    "<wf><timer id JSON>" by fire time (µs)
+    {rc:pkg}:archives   hash    '["<type>","<hash>"]' -> archive bytes
+    {rc:pkg}:deployed   hash    '["<type>","<hash>"]' -> deployed_at (µs)
+    {rc:pkg}:routes     hash    workflow type -> content hash
+    {rc:vis}:rows       hash    workflow id -> VisibilityRecord JSON
     rc:config           hash    shards = the deployment's shard count
 
 Ids are percent-escaped (`%`, `{`, `}`, `:`), so no id can close the hash tag or reach into
@@ -19,6 +31,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from uuid import UUID
 
 from .errors import InvalidInput
 
@@ -79,7 +92,43 @@ class TraceKeys:
         return (self.stream, self.meta, self.interventions, self.index, self.expiry)
 
 
-def shard_tag(prefix: str, shard: int) -> str:
+@dataclass(frozen=True, slots=True)
+class WorkflowKeys:
+    """All keys of one workflow's history plus its shard's indexes, under one hash tag."""
+
+    workflow_id: str  # the UUID's text: hex and hyphens need no escaping
+    history: str
+    meta: str
+    runs: str
+    children: str
+    workflows: str
+    active: str
+    parents: str
+    timers: str
+
+    @classmethod
+    def build(cls, prefix: str, shards: int, workflow_id: UUID) -> WorkflowKeys:
+        text = str(workflow_id)
+        tag = shard_tag(prefix, shard_of(text.encode(), shards))
+        base = f"{tag}:w:{text}"
+        return cls(
+            text,
+            *(f"{base}:{suffix}" for suffix in "hmrc"),
+            *(f"{tag}:{index}" for index in ("workflows", "active", "parents", "timers")),
+        )
+
+    @property
+    def own(self) -> tuple[str, str, str, str]:
+        """The keys that belong to this workflow alone; `completed_ttl` expires them."""
+        return (self.history, self.meta, self.runs, self.children)
+
+    @property
+    def script(self) -> tuple[str, ...]:
+        """KEYS[1..7] of `lua/append_events.lua`, in the order it names them."""
+        return (*self.own, self.workflows, self.active, self.parents)
+
+
+def shard_tag(prefix: str, shard: int | str) -> str:
     return f"{{{prefix}:{shard}}}"
 
 

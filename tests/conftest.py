@@ -18,7 +18,9 @@ from redis.asyncio import Redis
 from redis_checkpoint import InMemoryPersistenceStore, RedisPersistenceStore
 from redis_checkpoint.client import CLIENT_DEFAULTS
 from redis_checkpoint.conformance import StoreFactory
+from redis_checkpoint.conformance.events import EventStoreFactory
 from redis_checkpoint.conformance.servers import ServerProcess, redis_binary, valkey_binary
+from redis_checkpoint.events import InMemoryEventStore, RedisEventStore
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -52,14 +54,21 @@ def fresh_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-async def _redis_factory(client: Redis) -> AsyncIterator[StoreFactory]:
+async def _redis_factory(
+    client: Redis, kind: type[RedisPersistenceStore | RedisEventStore] = RedisPersistenceStore
+) -> AsyncIterator[StoreFactory]:
+    """Stores of `kind` on one fresh prefix: every store a test makes shares its data."""
     prefix = fresh_prefix()
 
-    async def make(**options: Any) -> RedisPersistenceStore:
-        return RedisPersistenceStore(client, prefix=prefix, **options)
+    async def make(**options: Any) -> Any:
+        return kind(client, prefix=prefix, **options)
 
     yield make
     await client.aclose()
+
+
+def _fakeredis() -> Redis:
+    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
 
 
 @pytest.fixture
@@ -74,7 +83,7 @@ async def memory_stores() -> AsyncIterator[StoreFactory]:
 
 @pytest.fixture
 async def fakeredis_stores() -> AsyncIterator[StoreFactory]:
-    async for make in _redis_factory(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())):
+    async for make in _redis_factory(_fakeredis()):
         yield make
 
 
@@ -87,6 +96,36 @@ async def redis_stores(redis_server: ServerProcess) -> AsyncIterator[StoreFactor
 @pytest.fixture
 async def valkey_stores(valkey_server: ServerProcess) -> AsyncIterator[StoreFactory]:
     async for make in _redis_factory(Redis.from_url(valkey_server.url, **CLIENT_DEFAULTS)):
+        yield make
+
+
+@pytest.fixture
+async def memory_event_stores() -> AsyncIterator[EventStoreFactory]:
+    store = InMemoryEventStore()
+
+    async def make() -> InMemoryEventStore:
+        return store
+
+    yield make
+
+
+@pytest.fixture
+async def fakeredis_event_stores() -> AsyncIterator[EventStoreFactory]:
+    async for make in _redis_factory(_fakeredis(), RedisEventStore):
+        yield make
+
+
+@pytest.fixture
+async def redis_event_stores(redis_server: ServerProcess) -> AsyncIterator[EventStoreFactory]:
+    client = Redis.from_url(redis_server.url, **CLIENT_DEFAULTS)
+    async for make in _redis_factory(client, RedisEventStore):
+        yield make
+
+
+@pytest.fixture
+async def valkey_event_stores(valkey_server: ServerProcess) -> AsyncIterator[EventStoreFactory]:
+    client = Redis.from_url(valkey_server.url, **CLIENT_DEFAULTS)
+    async for make in _redis_factory(client, RedisEventStore):
         yield make
 
 
