@@ -4,7 +4,7 @@
 -- KEYS[3] runs      {p:s}:w:<wf>:r   list: seqs of lifecycle events
 -- KEYS[4] children  {p:s}:w:<wf>:c   set: child workflow ids
 -- KEYS[5] workflows {p:s}:workflows  zset     KEYS[6] active {p:s}:active zset
--- KEYS[7] parents   {p:s}:parents    hash: child id -> parent id
+-- KEYS[7] parents   {p:s}:parents    set: "<child id><parent id>" links
 -- ARGV[1] workflow id   ARGV[2] expected head (decimal text)   ARGV[3] completed_ttl_ms (0 = none)
 -- ARGV[4] call tag (retry dedup)   ARGV[5] contiguity error ('' = contiguous; checked in
 --   Python, where seqs are exact u64s: Lua numbers are doubles)
@@ -28,7 +28,7 @@ for i = 6, #ARGV, 5 do
   redis.call('XADD', KEYS[1], '0-' .. seq, 'e', ARGV[i + 4])
   if kind == 'Child' then
     redis.call('SADD', KEYS[4], extra)
-    redis.call('HSET', KEYS[7], extra, ARGV[1])
+    redis.call('SADD', KEYS[7], extra .. ARGV[1])
   elseif kind ~= '' then
     changed = true
     redis.call('RPUSH', KEYS[3], seq)

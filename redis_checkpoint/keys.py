@@ -15,7 +15,7 @@ one script can touch a trace's keys and its shard's indexes in one Redis Cluster
     {rc:17}:w:<wf>:c    set     child workflow ids (a parent's children, in its shard)
     {rc:17}:workflows   zset    workflow ids (score 0: text order)
     {rc:17}:active      zset    started workflows whose status is Running
-    {rc:17}:parents     hash    child id -> parent id, for children started in this shard
+    {rc:17}:parents     set     "<child id><parent id>", for parents in this shard
     {rc:17}:timers      zset    "<wf><timer id JSON>" by fire time (µs)
     {rc:pkg}:archives   hash    '["<type>","<hash>"]' -> archive bytes
     {rc:pkg}:deployed   hash    '["<type>","<hash>"]' -> deployed_at (µs)

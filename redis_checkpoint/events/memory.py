@@ -40,11 +40,12 @@ from .records import (
 
 class InMemoryEventStore:
     """An `EventStore` and `VisibilityStore` in memory, with the Redis store's choices:
-    one visibility row per workflow, newest first; parents from ChildWorkflowStarted."""
+    one visibility row per workflow, newest first; a workflow's parent is the workflow
+    whose history started it (ChildWorkflowStarted; of several, the lowest id)."""
 
     def __init__(self) -> None:
         self._histories: dict[UUID, list[str]] = {}
-        self._parents: dict[UUID, UUID] = {}
+        self._parents: dict[UUID, set[UUID]] = {}
         self._timers: dict[tuple[UUID, TimerId], datetime] = {}
         self._packages: dict[tuple[str, str], PackageRecord] = {}
         self._routes: dict[str, str] = {}
@@ -78,7 +79,7 @@ class InMemoryEventStore:
         self._histories[wf] = history + [dump_event(e) for e in batch]
         for event in batch:
             if isinstance(event, ChildWorkflowStarted):
-                self._parents[event.child_workflow_id] = wf
+                self._parents.setdefault(event.child_workflow_id, set()).add(wf)
 
     async def read_history(self, workflow_id: UUID) -> list[EventBase]:
         return await self.read_history_from(workflow_id, 1)
@@ -99,7 +100,8 @@ class InMemoryEventStore:
 
     async def list_active(self) -> list[UUID]:
         # Like libSQL: a workflow is active once started and while its status is Running.
-        return [s.workflow_id for s in await self._summaries() if not s.status.is_terminal]
+        running = [s.workflow_id for s in await self._summaries() if not s.status.is_terminal]
+        return sorted(running, key=str)
 
     async def query(self, filter: WorkflowFilter) -> list[WorkflowSummary]:
         return [s for s in await self._summaries() if filter.matches(s)]
@@ -110,7 +112,8 @@ class InMemoryEventStore:
         for wf in self._histories:
             summary = WorkflowSummary.from_history(await self.read_history(wf))
             if summary is not None:
-                summary.parent = self._parents.get(wf)
+                parents = self._parents.get(wf)  # several: the lowest id, as on Redis
+                summary.parent = min(parents, key=str) if parents else None
                 found.append(summary)
         return sorted(found, key=lambda s: (s.started_at, str(s.workflow_id)))
 

@@ -60,7 +60,7 @@ from .records import (
 )
 
 _KEY_TYPES = {  # each script's KEYS, by the type the store keeps there
-    "append_events": ("stream", "hash", "list", "set", "zset", "zset", "hash"),
+    "append_events": ("stream", "hash", "list", "set", "zset", "zset", "set"),
     "forget_workflow": ("hash", "zset", "zset"),
     "schedule_timer": ("zset",),
     "retire_timer": ("zset",),
@@ -232,14 +232,16 @@ class RedisEventStore(RedisBacked):
     async def _summaries(self, ids: list[UUID]) -> list[WorkflowSummary]:
         """The projections of `ids` with their parents; unstarted workflows are left out."""
         metas = [("HMGET", self.keys(wf).meta, "type", "status", "started", "ended") for wf in ids]
-        links = [("HGETALL", key) for key in self._shard_keys("parents")]
+        links = [("SMEMBERS", key) for key in self._shard_keys("parents")]
         replies = await self._pipeline([*metas, *links])
-        parents = {k: v for mapping in replies[len(ids) :] for k, v in _pairs(mapping)}
+        parents: dict[str, str] = {}  # several parents: the lowest id, as InMemoryEventStore
+        for link in sorted(raw.decode() for members in replies[len(ids) :] for raw in members):
+            parents.setdefault(link[:_UUID_TEXT], link[_UUID_TEXT:])
         summaries = []
         for wf, (kind, status, started, ended) in zip(ids, replies[: len(ids)], strict=True):
             if started is None:
                 continue
-            parent = parents.get(str(wf).encode())
+            parent = parents.get(str(wf))
             summaries.append(
                 WorkflowSummary(
                     workflow_id=wf,
@@ -247,7 +249,7 @@ class RedisEventStore(RedisBacked):
                     status=WorkflowStatus((status or b"Running").decode()),
                     started_at=from_micros(int(started)),
                     ended_at=None if ended is None else from_micros(int(ended)),
-                    parent=None if parent is None else UUID(parent.decode()),
+                    parent=None if parent is None else UUID(parent),
                 )
             )
         return summaries

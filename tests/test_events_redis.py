@@ -1,0 +1,289 @@
+"""What only the Redis event store can show: its projection against the pure functions,
+slots, expiry, retries after lost replies, lost scripts, corrupt data and a stopped server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from uuid import UUID
+
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from redis_checkpoint.client import CLIENT_DEFAULTS
+from redis_checkpoint.conformance.aion import (
+    TOKEN,
+    T,
+    act,
+    can,
+    child_started,
+    completed,
+    failed_at,
+    rec,
+    reopened,
+    rid,
+    started,
+    wid,
+)
+from redis_checkpoint.conformance.servers import ServerProcess
+from redis_checkpoint.events import (
+    BackendError,
+    EventBase,
+    InMemoryEventStore,
+    RedisEventStore,
+    SequenceConflict,
+    SerializationError,
+    StoreUnavailableError,
+    TimerId,
+    WorkflowFilter,
+)
+
+from .conftest import fresh_prefix
+from .proxy import CuttingProxy
+
+
+@pytest.fixture(params=["fakeredis", "redis_server", "valkey_server"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    if request.param == "fakeredis":
+        redis: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    else:
+        server: ServerProcess = request.getfixturevalue(request.param)
+        redis = Redis.from_url(server.url, **CLIENT_DEFAULTS)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+def store(client: Redis) -> RedisEventStore:
+    return RedisEventStore(client, prefix=fresh_prefix(), shards=8)
+
+
+def random_history(rng: random.Random, wf: UUID, children: list[UUID]) -> list[EventBase]:
+    """A history of lifecycle churn: starts, continuations, ends, reopens, children."""
+    steps: list[Callable[[int], EventBase]] = [
+        lambda s: started(s, wf, f"type-{s}", run=rid(1000 + s), k=s),
+        lambda s: completed(s, wf),
+        lambda s: failed_at(s, wf, s),
+        lambda s: reopened(s, wf),
+        lambda s: can(s, wf),
+        lambda s: act(s, wf, "work"),
+        lambda s: child_started(s, wf, rng.choice(children)),
+    ]
+    return [rng.choice(steps)(seq) for seq in range(1, rng.randint(1, 12))]
+
+
+async def test_projection_matches_the_reference_store(store: RedisEventStore) -> None:
+    """The append script's incremental projection answers every listing exactly as the
+    in-memory store, which recomputes from full histories, on random lifecycle histories."""
+    rng = random.Random(7)
+    reference = InMemoryEventStore()
+    ids = [wid() for _ in range(30)]
+    for wf in ids:
+        history = random_history(rng, wf, ids)
+        done = 0
+        while done < len(history):  # in random batch sizes, comparing after each batch
+            batch = history[done : done + rng.randint(1, 4)]
+            for backend in (store, reference):
+                await backend.append(TOKEN, wf, batch, done)
+            done += len(batch)
+            assert await store.list_active() == await reference.list_active()
+        for backend in (store, reference):
+            assert await backend.read_history(wf) == history
+    assert await store.list_workflow_ids() == await reference.list_workflow_ids()
+    assert await store.query(WorkflowFilter()) == await reference.query(WorkflowFilter())
+    for parent in ids[:10]:
+        wanted = WorkflowFilter(parent=parent)
+        assert await store.query(wanted) == await reference.query(wanted)
+    for wf in ids:
+        assert await _chain(store, wf) == await _chain(reference, wf)
+
+
+async def _chain(store: Any, wf: UUID) -> Any:
+    try:
+        return await store.read_run_chain(wf)
+    except BackendError as exc:
+        return str(exc)
+
+
+async def test_every_call_touches_one_cluster_slot(store: RedisEventStore) -> None:
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    run = store._run
+
+    async def recording(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        calls.append((name, keys))
+        return await run(name, keys, args)
+
+    store._run = recording  # type: ignore[assignment]
+    parent, child = wid(), wid()
+    await store.append(TOKEN, parent, [started(1, parent), child_started(2, parent, child)], 0)
+    await store.append(TOKEN, parent, [completed(3, parent)], 2)
+    await store.schedule_timer(parent, TimerId.named("t"), T(5))
+    await store.retire_timer(parent, TimerId.named("t"), T(5))
+    await store.put_package(rec("checkout", "a" * 64, b"x", 1))
+    await store.put_package_route("checkout", "b" * 64)
+    await store.delete_package("checkout", "a" * 64)
+    assert len(calls) == 7
+    for name, keys in calls:
+        assert len({key_slot(k.encode()) for k in keys}) == 1, name
+
+
+async def test_completed_ttl_expires_terminal_workflows_and_reopen_keeps_them(
+    client: Redis,
+) -> None:
+    store = RedisEventStore(client, prefix=fresh_prefix(), completed_ttl=60)
+    wf, child = wid(), wid()
+    keys = store.keys(wf)
+    await store.append(TOKEN, wf, [started(1, wf), child_started(2, wf, child)], 0)
+
+    async def ttls() -> list[int]:
+        return [await client.pttl(k) for k in keys.own]
+
+    assert await ttls() == [-1, -1, -1, -1]
+    await store.append(TOKEN, wf, [failed_at(3, wf, 3)], 2)
+    assert all(0 < ttl <= 60_000 for ttl in await ttls())
+    await store.append(TOKEN, wf, [reopened(4, wf)], 3)
+    assert await ttls() == [-1, -1, -1, -1]
+    await store.append(TOKEN, wf, [completed(5, wf)], 4)
+    assert all(0 < ttl <= 60_000 for ttl in await ttls())
+
+
+async def test_expired_workflows_leave_the_indexes(client: Redis) -> None:
+    store = RedisEventStore(client, prefix=fresh_prefix(), shards=2, completed_ttl=0.05)
+    done, running = wid(), wid()
+    await store.append(TOKEN, done, [started(1, done), completed(2, done)], 0)
+    await store.append(TOKEN, running, [started(1, running)], 0)
+    await asyncio.sleep(0.2)  # the server's own expiry, not ours
+    if isinstance(client, fakeredis.FakeAsyncRedis):
+        await client.pexpire(store.keys(done).meta, 1)  # fakeredis expires by wall clock too
+        await asyncio.sleep(0.01)
+    assert await store.read_history(done) == []
+    assert await store.list_workflow_ids() == [running]
+    assert await client.zscore(store.keys(done).workflows, str(done)) is None  # cleaned up
+    assert [s.workflow_id for s in await store.query(WorkflowFilter())] == [running]
+    await store.append(TOKEN, done, [started(1, done)], 0)  # the id is free again
+    assert set(await store.list_active()) == {done, running}
+
+
+async def test_script_recognises_its_own_replayed_call(store: RedisEventStore) -> None:
+    wf = wid()
+    keys = store.keys(wf)
+    event = started(1, wf)
+    argv = (keys.workflow_id, 0, 0, b"same-tag", "", 1, "Started", 1, "checkout", "{}")
+    assert await store._run("append_events", keys.script, argv) == [0, b"1"]
+    assert await store._run("append_events", keys.script, argv) == [0, b"1"]  # the replay
+    with pytest.raises(SequenceConflict):  # a different call at the same head is a conflict
+        await store.append(TOKEN, wf, [event], 0)
+    assert await client_len(store, wf) == 1
+
+
+async def client_len(store: RedisEventStore, wf: UUID) -> int:
+    return int(await store.redis.xlen(store.keys(wf).history))
+
+
+@pytest.mark.parametrize("server", ["redis_server", "valkey_server"])
+async def test_reply_lost_after_apply_is_not_applied_twice(
+    request: pytest.FixtureRequest, server: str
+) -> None:
+    upstream: ServerProcess = request.getfixturevalue(server)
+    async with CuttingProxy(upstream.port) as proxy:
+        store = RedisEventStore.from_url(proxy.url, prefix=fresh_prefix())
+        wf = wid()
+        await store.append(TOKEN, wf, [started(1, wf)], 0)  # connect, load the script
+        proxy.cut_on = b"EVALSHA"
+        await store.append(TOKEN, wf, [act(2, wf, "a"), act(3, wf, "b")], 1)  # no conflict
+        history = await store.read_history(wf)
+        await store.aclose()
+    assert proxy.connections >= 2  # the cut really happened and the client reconnected
+    assert [e.seq for e in history] == [1, 2, 3]
+
+
+async def test_scripts_flushed_from_the_server_are_reloaded(
+    store: RedisEventStore, client: Redis
+) -> None:
+    wf = wid()
+    await store.append(TOKEN, wf, [started(1, wf)], 0)
+    await client.script_flush()
+    await store.append(TOKEN, wf, [act(2, wf, "a")], 1)
+    await client.script_flush()
+    others = [wid() for _ in range(6)]  # concurrent calls leave as one pipeline
+    await asyncio.gather(*(store.append(TOKEN, o, [started(1, o)], 0) for o in others))
+    await client.script_flush()
+    await store.schedule_timer(wf, TimerId.anonymous(1), T(1))
+    assert len(await store.read_history(wf)) == 2
+    assert set(await store.list_active()) == {wf, *others}
+    assert len(await store.expired_timers(T(1))) == 1
+
+
+async def test_undecodable_event_is_serialization_error_naming_the_key(
+    store: RedisEventStore, client: Redis
+) -> None:
+    victim, bystander = wid(), wid()
+    await store.append(TOKEN, victim, [started(1, victim)], 0)
+    await store.append(TOKEN, bystander, [started(1, bystander)], 0)
+    await client.xadd(store.keys(victim).history, {"e": b"not json"}, id="0-2")
+    with pytest.raises(SerializationError, match=str(victim)):
+        await store.read_history(victim)
+    assert await store.read_history_from(victim, 1, limit=1) == [started(1, victim)]
+    assert len(await store.read_history(bystander)) == 1
+
+
+async def test_wrong_type_key_is_a_backend_error_naming_it(
+    store: RedisEventStore, client: Redis
+) -> None:
+    victim, bystander = wid(), wid()
+    keys = store.keys(victim)
+    await client.set(keys.meta, "garbage")
+    with pytest.raises(BackendError, match=r"corrupt record at key .*:m'"):
+        await store.append(TOKEN, victim, [started(1, victim)], 0)
+    await client.delete(keys.meta)
+    await client.set(keys.history, "garbage")
+    with pytest.raises(BackendError, match=r"corrupt record at key .*:h'"):
+        await store.read_history(victim)
+    await store.append(TOKEN, bystander, [started(1, bystander)], 0)
+
+
+async def test_foreign_stream_entries_fail_the_append_before_anything_is_written(
+    store: RedisEventStore, client: Redis
+) -> None:
+    wf = wid()
+    keys = store.keys(wf)
+    await client.xadd(keys.history, {"e": b"x"}, id="0-9")
+    with pytest.raises(BackendError, match="corrupt record"):
+        await store.append(TOKEN, wf, [started(1, wf), act(2, wf, "a")], 0)
+    assert await client.exists(keys.meta, keys.runs) == 0
+    assert await client.xlen(keys.history) == 1
+
+
+async def test_server_down_is_unavailable_and_restart_recovers(
+    server_factory: Callable[[str], ServerProcess],
+) -> None:
+    server = server_factory("redis-server")
+    store = RedisEventStore.from_url(server.url, prefix="p")
+    wf = wid()
+    await store.append(TOKEN, wf, [started(1, wf)], 0)
+    server.stop()
+    for call in (store.append(TOKEN, wf, [act(2, wf, "a")], 1), store.read_history(wf)):
+        with pytest.raises(StoreUnavailableError):
+            await asyncio.wait_for(call, timeout=20)  # a hang guard, not a speed check
+    server.start()  # an empty server: no data, no scripts
+    await store.append(TOKEN, wf, [started(1, wf)], 0)
+    assert len(await store.read_history(wf)) == 1
+    await store.aclose()
+
+
+async def test_shard_count_is_fixed_per_prefix(client: Redis) -> None:
+    prefix = fresh_prefix()
+    await RedisEventStore(client, prefix=prefix, shards=8).list_active()
+    with pytest.raises(BackendError, match="set up with 8 shards"):
+        await RedisEventStore(client, prefix=prefix, shards=16).list_active()
+
+
+async def test_from_url_fakeredis() -> None:
+    async with RedisEventStore.from_url("fakeredis://") as store:
+        wf = wid()
+        await store.append(TOKEN, wf, [started(1, wf)], 0)
+        assert await store.list_active() == [wf]
