@@ -45,8 +45,9 @@ for i = 6, #ARGV, 5 do
   head = seq
 end
 redis.call('HSET', meta, 'head', head, 'tag', ARGV[4])
-local running = (redis.call('HGET', meta, 'status') or 'Running') == 'Running'
 local ttl = tonumber(ARGV[3])
+if not changed and ttl == 0 then return {0, head} end -- the common case: no status change
+local running = (redis.call('HGET', meta, 'status') or 'Running') == 'Running'
 if not running and ttl > 0 then -- a terminal workflow expires, all its keys together
   for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ttl) end
 end

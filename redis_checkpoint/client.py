@@ -3,6 +3,7 @@ the plumbing both Redis stores share (`RedisBacked`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -70,6 +71,7 @@ class RedisBacked:
         self.shards = shards
         self._owns_client = owns_client
         self._configured = False
+        self._configuring = asyncio.Lock()  # many first calls at once check the config once
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -97,14 +99,17 @@ class RedisBacked:
         """Record the shard count at first use; refuse a prefix set up with another."""
         if self._configured:
             return
-        key = config_key(self.prefix)
-        recorded = await self._io(self._record_shards(key), key)
-        if recorded != self.shards:
-            raise self.mismatch(
-                f"prefix {self.prefix!r} was set up with {recorded} shards, this store has "
-                f"{self.shards}: open it with shards={recorded} (the count is fixed per prefix)"
-            )
-        self._configured = True
+        async with self._configuring:
+            if self._configured:
+                return
+            key = config_key(self.prefix)
+            recorded = await self._io(self._record_shards(key), key)
+            if recorded != self.shards:
+                raise self.mismatch(
+                    f"prefix {self.prefix!r} was set up with {recorded} shards, this store has "
+                    f"{self.shards}: open it with shards={recorded} (the count is fixed per prefix)"
+                )
+            self._configured = True
 
     async def _record_shards(self, key: str) -> int:
         await self.redis.hsetnx(key, "shards", self.shards)

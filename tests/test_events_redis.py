@@ -287,3 +287,13 @@ async def test_from_url_fakeredis() -> None:
         wf = wid()
         await store.append(TOKEN, wf, [started(1, wf)], 0)
         assert await store.list_active() == [wf]
+
+
+async def test_many_first_calls_at_once_share_one_config_check(client: Redis) -> None:
+    """More concurrent first calls than the client's pool holds (100 connections)."""
+    store = RedisEventStore(client, prefix=fresh_prefix())
+    workflows = [wid() for _ in range(300)]
+    await asyncio.gather(
+        *(store.schedule_timer(wf, TimerId.anonymous(1), T(1)) for wf in workflows)
+    )
+    assert len(await store.expired_timers(T(1))) == 300
