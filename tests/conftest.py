@@ -54,6 +54,19 @@ def fresh_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+def record_script_calls(store: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """From now on, record the name and KEYS of every script call `store` makes."""
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    run = store._run
+
+    async def recording(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        calls.append((name, keys))
+        return await run(name, keys, args)
+
+    store._run = recording
+    return calls
+
+
 async def _redis_factory(
     client: Redis, kind: type[RedisPersistenceStore | RedisEventStore] = RedisPersistenceStore
 ) -> AsyncIterator[StoreFactory]:

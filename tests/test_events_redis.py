@@ -42,7 +42,7 @@ from redis_checkpoint.events import (
     WorkflowFilter,
 )
 
-from .conftest import fresh_prefix
+from .conftest import fresh_prefix, record_script_calls
 from .proxy import CuttingProxy
 
 
@@ -110,14 +110,7 @@ async def _chain(store: Any, wf: UUID) -> Any:
 
 
 async def test_every_call_touches_one_cluster_slot(store: RedisEventStore) -> None:
-    calls: list[tuple[str, tuple[str, ...]]] = []
-    run = store._run
-
-    async def recording(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-        calls.append((name, keys))
-        return await run(name, keys, args)
-
-    store._run = recording  # type: ignore[assignment]
+    calls = record_script_calls(store)
     parent, child = wid(), wid()
     await store.append(TOKEN, parent, [started(1, parent), child_started(2, parent, child)], 0)
     await store.append(TOKEN, parent, [completed(3, parent)], 2)

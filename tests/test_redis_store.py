@@ -23,7 +23,7 @@ from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.checkpoints import HOSTILE_IDS
 from redis_checkpoint.conformance.servers import ServerProcess
 
-from .conftest import fresh_prefix
+from .conftest import fresh_prefix, record_script_calls
 from .proxy import CuttingProxy
 
 
@@ -40,14 +40,7 @@ def store(client: Redis) -> RedisPersistenceStore:
 
 
 async def test_every_call_touches_one_cluster_slot(store: RedisPersistenceStore) -> None:
-    calls: list[tuple[str, tuple[str, ...]]] = []
-    run = store._run
-
-    async def recording(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-        calls.append((name, keys))
-        return await run(name, keys, args)
-
-    store._run = recording  # type: ignore[assignment]
+    calls = record_script_calls(store)
     for trace_id in HOSTILE_IDS:
         await store.append_many([envelope(trace_id, step=1), envelope(trace_id, step=2)])
         await store.resume(trace_id, 1)
