@@ -1,5 +1,5 @@
 """The Lua scripts travel with the wheel: build it, install it into a fresh virtual
-environment, and run an append and a load on fakeredis from there."""
+environment, and run both stores on fakeredis from there."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ SMOKE = textwrap.dedent(
     import redis_checkpoint
     from redis_checkpoint import PersistenceEnvelope, RedisPersistenceStore
     from redis_checkpoint.scripts import LUA_DIR
+    from redis_checkpoint.events import RedisEventStore, WriteToken
+    from redis_checkpoint.conformance.aion import started
+    from uuid import UUID
 
     assert redis_checkpoint.__file__.startswith(sys.prefix), redis_checkpoint.__file__
     assert str(LUA_DIR).startswith(sys.prefix), LUA_DIR
@@ -29,6 +32,10 @@ SMOKE = textwrap.dedent(
                 schematic_version="1", step=1, outcome_kind="Next", timestamp_ms=1))
             trace = await store.load("w")
             print("loaded", len(trace.events), trace.events[0].step)
+        async with RedisEventStore.from_url("fakeredis://") as events:
+            wf = UUID(int=1)
+            await events.append(WriteToken.recorder(), wf, [started(1, wf)], 0)
+            print("history", len(await events.read_history(wf)))
 
     asyncio.run(main())
     """
@@ -60,4 +67,4 @@ def test_wheel_ships_the_scripts_and_runs_from_a_fresh_venv(tmp_path: Path) -> N
     result = subprocess.run(
         [python, "-c", SMOKE], cwd=tmp_path, check=True, capture_output=True, text=True
     )
-    assert result.stdout.strip() == "loaded 1 1"
+    assert result.stdout.split("\n")[:2] == ["loaded 1 1", "history 1"]
