@@ -22,10 +22,8 @@ from pydantic import (
 
 from .errors import BackendError
 from .models import (
-    U32,
     Bytes,
     EventBase,
-    Model,
     RunId,
     SearchAttributeType,
     SearchAttributeValue,
@@ -41,6 +39,7 @@ from .projections import (
     split_runs,
     status_from_events,
 )
+from .values import U32, Model
 
 
 def _closed_at(events: Sequence[EventBase]) -> datetime | None:
