@@ -132,5 +132,10 @@ def shard_tag(prefix: str, shard: int | str) -> str:
     return f"{{{prefix}:{shard}}}"
 
 
+def shard_keys(prefix: str, shards: int, index: str) -> list[str]:
+    """The key of the shard index `index` in every shard, shard 0 first."""
+    return [f"{shard_tag(prefix, shard)}:{index}" for shard in range(shards)]
+
+
 def config_key(prefix: str) -> str:
     return f"{prefix}:config"

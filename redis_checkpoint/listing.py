@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 
 from .errors import CorruptRecord
-from .keys import shard_tag
+from .keys import shard_keys
 
 Page = list[tuple[bytes, float]]
 
@@ -33,7 +33,7 @@ async def iter_shard_index(
     redis: Redis, prefix: str, shards: int, name: str, page: int
 ) -> AsyncIterator[list[bytes]]:
     """Members of every shard's `name` index, highest score first overall, `page` at a time."""
-    keys = [f"{shard_tag(prefix, shard)}:{name}" for shard in range(shards)]
+    keys = shard_keys(prefix, shards, name)
     buffers = await _fetch(redis, keys, [0] * shards, page)
     offsets = [len(buffer) for buffer in buffers]
     heap = [(-buffer[0][1], shard, 0) for shard, buffer in enumerate(buffers) if buffer]

@@ -34,7 +34,7 @@ from .errors import (
     TraceCompleted,
     TraceNotFound,
 )
-from .keys import TraceKeys, shard_tag
+from .keys import TraceKeys, shard_keys
 from .listing import iter_shard_index
 from .models import (
     U64_MAX,
@@ -247,8 +247,8 @@ class RedisPersistenceStore(RedisBacked):
             info = await self._io(self.redis.info("server"))
         server = str(info.get("server_name") or "redis")
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in range(self.shards):
-                pipe.zcard(f"{shard_tag(self.prefix, shard)}:traces")
+            for key in shard_keys(self.prefix, self.shards, "traces"):
+                pipe.zcard(key)
             counts = await self._io(pipe.execute())
         return {
             "server": server,

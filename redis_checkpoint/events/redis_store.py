@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ..client import RedisBacked
-from ..keys import WorkflowKeys, shard_tag
+from ..keys import WorkflowKeys, shard_keys, shard_tag
 from ..models import as_ttl_ms
 from ..scripts import ScriptRunner
 from .codec import (
@@ -111,7 +111,7 @@ class RedisEventStore(RedisBacked):
         return WorkflowKeys.build(self.prefix, self.shards, as_workflow_id(workflow_id))
 
     def _shard_keys(self, index: str) -> list[str]:
-        return [f"{shard_tag(self.prefix, shard)}:{index}" for shard in range(self.shards)]
+        return shard_keys(self.prefix, self.shards, index)
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         await self._configure()
