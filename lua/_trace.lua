@@ -1,47 +1,50 @@
--- _trace: shared prelude, prepended to every trace script by scripts.py (Lua has no include).
--- Every trace script takes the same KEYS and leading ARGV:
--- KEYS[1] stream   {p:<shard>}:t:<id>:s      KEYS[2] meta    {p:<shard>}:t:<id>:m
--- KEYS[3] interventions {p:<shard>}:t:<id>:i KEYS[4] traces  {p:<shard>}:traces (zset)
--- KEYS[5] expiry   {p:<shard>}:expiry (zset of expiry deadlines)
--- ARGV[1] trace id (index member)   ARGV[2] now_ms   ARGV[3] ttl_ms (0 = none)
--- ARGV[4] completed_ttl_ms (0 = none)   ARGV[5..] what the operation needs
-local now = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local completed_ttl = tonumber(ARGV[4])
-local SWEEP = 32      -- expired index entries removed per write: cleanup paid in small steps
-local TAGS = 16 * 8   -- the last 16 call tags (8 bytes each) of the trace, for retry dedup
+-- _trace: prepended (after _common) to every trace script. They all take the same KEYS and
+-- leading ARGV:
+-- KEYS[1] stream {p:<shard>}:t:<id>:s   KEYS[2] meta {p:<shard>}:t:<id>:m (hash)
+-- KEYS[3] interventions (list)          KEYS[4] dedup {...}:t:<id>:d (hash, per producer)
+-- KEYS[5] idempotency keys (zset, key -> applied at ms)
+-- KEYS[6] traces {p:<shard>}:traces (zset, id -> updated ms)   KEYS[7] expiry (zset, id -> ms)
+-- ARGV[1] producer   ARGV[2] call number (retry dedup, see _common)   ARGV[3] trace id
+-- ARGV[4] ttl_ms   ARGV[5] completed_ttl_ms (0 = none)   ARGV[6] idempotency key ('' = none)
+-- ARGV[7] how long idempotency keys are kept (ms)   ARGV[8..] what the operation needs
+local producer, seq, id = ARGV[1], ARGV[2], ARGV[3]
+local ttl, completed_ttl, idem = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local now = now_ms()
+local SWEEP = 32 -- expired index entries removed per write: cleanup paid in small steps
+local dedup_state
+
+-- A reply code if this call was applied before (or is too old to tell), else nil.
+local function replayed()
+  local code, state = dedup_check(KEYS[4], producer, seq)
+  if code ~= OK then return code end
+  dedup_state = state
+  if idem ~= '' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[7]))
+    if redis.call('ZSCORE', KEYS[5], idem) then return DUPLICATE end
+  end
+  return nil
+end
 
 -- Index the trace before anything else is written: a corrupt index key fails the call
--- while nothing has changed yet. Returns the expiry (ms) the caller applies with expire().
--- Sweeps first, so a stale deadline of this very trace cannot unlist it after the write.
--- Only stores with retention sweep: the expiry index is empty without it.
+-- while nothing has changed. Sweeps first, so a stale deadline of this very trace cannot
+-- unlist it after the write; only stores with retention have deadlines to sweep.
 local function index(keep_ms)
   if ttl > 0 or completed_ttl > 0 then
-    local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, SWEEP)
-    for _, id in ipairs(dead) do
-      redis.call('ZREM', KEYS[4], id)
-      redis.call('ZREM', KEYS[5], id)
+    for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, SWEEP)) do
+      redis.call('ZREM', KEYS[6], dead)
+      redis.call('ZREM', KEYS[7], dead)
     end
   end
-  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  redis.call('ZADD', KEYS[6], now, id)
+  if keep_ms > 0 then redis.call('ZADD', KEYS[7], now + keep_ms, id) end
+end
+
+-- Runs last, after the writes: remembers the call, then expires every key of the trace
+-- together (PEXPIRE on a missing key is a no-op, so keys made later get it from their write).
+local function applied(keep_ms)
+  dedup_mark(KEYS[4], producer, seq, dedup_state)
+  if idem ~= '' then redis.call('ZADD', KEYS[5], now, idem) end
   if keep_ms > 0 then
-    redis.call('ZADD', KEYS[5], now + keep_ms, ARGV[1])
+    for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], keep_ms) end
   end
-  return keep_ms
-end
-
--- Runs last, after the keys exist: PEXPIRE on a missing key would be a silent no-op.
-local function expire(keep_ms)
-  if keep_ms > 0 then
-    for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], keep_ms) end
-  end
-end
-
--- A retried call carries the tag of its first attempt; a seen tag means already applied.
-local function seen(tags, tag)
-  return string.find(tags or '', tag, 1, true) ~= nil
-end
-
-local function remember(tags, tag)
-  return string.sub(tag .. (tags or ''), 1, TAGS)
 end

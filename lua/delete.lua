@@ -1,8 +1,16 @@
--- delete: remove a trace and its index entries.
--- KEYS and ARGV[1..4]: see _trace.lua (the clock and TTLs are unused).
--- Returns {0, 1} when the trace existed, {0, 0} when it did not.
+-- uses: _common _trace
+-- delete: remove a trace and its index entries. The dedup hash stays for DEDUP_KEEP, so a
+-- retried delete cannot remove a trace re-created meanwhile.
+-- KEYS and ARGV[1..7]: see _trace.lua.
+-- Returns {OK, 1} when the trace existed, {OK, 0} when not, {DUPLICATE | STALE, ''}.
+local DEDUP_KEEP = 600000
+local replay = replayed()
+if replay then return {replay, ''} end
 local existed = redis.call('EXISTS', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-return {0, existed}
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
+redis.call('ZREM', KEYS[6], id)
+redis.call('ZREM', KEYS[7], id)
+idem = '' -- the keys' set is gone with the trace
+applied(0)
+redis.call('PEXPIRE', KEYS[4], DEDUP_KEEP)
+return {OK, existed}

@@ -1,5 +1,8 @@
 """`redis-checkpoint`: a crash-and-resume demo, and a look at what a store holds.
 
+Errors are one `redis-checkpoint: ...` line on stderr (passwords shown as ***): exit status
+2, or 1 for a trace that is not there. Also `python -m redis_checkpoint`.
+
 redis-checkpoint demo                  # on fakeredis:// (in-process, no server)
 redis-checkpoint --url redis://localhost:6379/0 demo
 redis-checkpoint --url redis://... list [--json]
@@ -12,9 +15,13 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit
 
 from . import (
     CompletionState,
@@ -25,12 +32,41 @@ from . import (
 )
 from .errors import PersistenceError
 
-DEFAULT_URL = os.environ.get("REDIS_CHECKPOINT_URL", "fakeredis://")
+FALLBACK_URL = "fakeredis://"  # when REDIS_CHECKPOINT_URL is unset (read at parse time)
+try:
+    VERSION = version("redis-checkpoint")
+except PackageNotFoundError:  # a source tree that is not installed
+    VERSION = "unknown"
 STEPS = ["validate order", "reserve stock", "charge payment", "ship parcel", "send receipt"]
 
 
 class Crash(Exception):
     """The demo's stand-in for a worker dying mid-pipeline."""
+
+
+# The password part of `scheme://user:password@`, up to the last @ before the host.
+CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]*@", re.IGNORECASE)
+
+
+def redact(text: str, url: str = "") -> str:
+    """`text` with the password of every URL in it, and of `url` wherever it appears, as ***."""
+    try:
+        password = urlsplit(url).password or ""
+    except ValueError:
+        password = ""
+    for secret in {password, unquote(password)} - {""}:
+        text = text.replace(secret, "***")
+    return CREDENTIALS.sub(r"\1***@", text)
+
+
+def check_url(url: str) -> None:
+    """ValueError for a redis:// or rediss:// URL whose port or database redis-py would misread
+    (it takes db 0 for `/abc`). Other schemes are left to `connect`; unix:// paths are files."""
+    if url.lower().startswith(("redis://", "rediss://")):
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it raises ValueError for a bad port)
+        if not re.fullmatch(r"/?|/[0-9]+", parts.path):
+            raise ValueError(f"the path must be a database number such as /0, not {parts.path!r}")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -101,7 +137,7 @@ async def demo(store: RedisPersistenceStore) -> None:
 async def show(store: RedisPersistenceStore, trace_id: str, as_json: bool) -> int:
     trace = await store.load(trace_id)
     if trace is None:
-        print(f"trace {trace_id} not found", file=sys.stderr)
+        print(f"redis-checkpoint: trace {trace_id} not found", file=sys.stderr)
         return 1
     print(trace.model_dump_json() if as_json else render(trace))
     return 0
@@ -142,9 +178,17 @@ async def main_async(args: argparse.Namespace) -> int:
         return await list_traces(store, args.limit, args.json)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="redis-checkpoint", description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=DEFAULT_URL, help="store URL (default %(default)s)")
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        super().error(redact(message))  # a mistyped argument may hold a URL with a password
+
+
+def parser() -> Parser:
+    url = os.environ.get("REDIS_CHECKPOINT_URL", FALLBACK_URL)
+    shown = redact(url).replace("%", "%%")  # argparse %-formats help strings
+    parser = Parser(prog="redis-checkpoint", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    parser.add_argument("--url", default=url, help=f"store URL (default {shown})")
     parser.add_argument("--prefix", default="rc", help="key prefix (default %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="crash a five-step pipeline at step 3, then resume it")
@@ -154,9 +198,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing = commands.add_parser("list", help="traces, most recently updated first")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def fail(message: str, url: str, status: int) -> int:
+    print(f"redis-checkpoint: {redact(' '.join(message.split()), url)}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        return asyncio.run(main_async(args))
-    except PersistenceError as exc:
-        print(f"redis-checkpoint: {exc}", file=sys.stderr)
-        return 2
+        check_url(args.url)
+    except ValueError as exc:
+        return fail(f"invalid URL {args.url}: {exc}", args.url, 2)
+    try:
+        status = asyncio.run(main_async(args))
+        sys.stdout.flush()  # a closed pipe (`| head`) fails here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # drop buffered output
+        return 141  # 128 + SIGPIPE, as a shell reports `yes | head`
+    except KeyboardInterrupt:
+        return 130
+    except PersistenceError as exc:  # a trace that is not there (LookupError) is status 1
+        return fail(str(exc), args.url, 1 if isinstance(exc, LookupError) else 2)
+    except Exception as exc:  # anything else still gets one line, never a traceback
+        name = type(exc).__name__
+        return fail(f"{name}: {exc}" if str(exc) else name, args.url, 2)

@@ -1,85 +1,166 @@
-"""Opening a Redis client from a URL, with timeouts and retries a store can rely on, and
-the plumbing both Redis stores share (`RedisBacked`)."""
+"""What both Redis stores share: opening a client from a URL, the store's lifecycle, the
+shard-count record, one deadline per call, one script-call path, and one map from
+redis-py's errors to the calling store's exception tree (`failures.ErrorTree`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import functools
+import itertools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
-from .errors import InvalidInput
-from .keys import check_prefix, config_key
+from .failures import OUTCOME_UNKNOWN, ErrorTree
+from .keys import config_key, key_types
+from .scripts import NotSent, ScriptRunner
 
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="RedisBacked")
 
-# A stopped server must surface as StoreUnavailable within seconds, not hang: bounded
-# connect and read timeouts, and a few fast retries that ride out a blip or a failover.
-CLIENT_DEFAULTS: dict[str, Any] = {
-    "socket_connect_timeout": 2.0,
-    "socket_timeout": 5.0,
-    "retry": Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), 3),
-    "retry_on_error": [ConnectionError, TimeoutError],
-    "health_check_interval": 30,
-}
+DEFAULT_TIMEOUT = 10.0
+_DENIED = (AuthenticationError, AuthorizationError, NoPermissionError)
+_TRANSIENT = (ReadOnlyError, ClusterDownError, TryAgainError)  # failover, resharding
 
 
-def connect(url: str, **options: Any) -> Redis:
-    """A client for `redis://`, `rediss://`, `unix://` or `fakeredis://` (in-process, no server).
+class _Retry(Retry):
+    """redis-py's retry, minus what retrying cannot fix: refused credentials (which redis-py
+    files under ConnectionError)."""
 
-    Each `fakeredis://` URL opens a new, empty in-process server. `options` override
-    `CLIENT_DEFAULTS` and are passed to `Redis.from_url`.
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[R]],
+        fail: Callable[[Exception], Any] | Callable[[Exception, int], Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> R:
+        def retryable(error: Exception) -> bool:
+            denied = isinstance(error, AuthenticationError | AuthorizationError)
+            return not denied and (is_retryable is None or is_retryable(error))
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def client_defaults(timeout: float) -> dict[str, Any]:
+    """Socket timeouts inside the call's deadline, and a few fast retries that ride out a
+    dropped connection or a failover within it."""
+    return {
+        "socket_connect_timeout": min(2.0, timeout),
+        "socket_timeout": min(5.0, timeout),
+        "retry": _Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), 3),
+        "health_check_interval": 30,
+    }
+
+
+def connect(
+    url: str, errors: ErrorTree, timeout: float, options: Mapping[str, Any] | None = None
+) -> Redis:
+    """A client for `redis://`, `rediss://`, `unix://` or `fakeredis://` (in-process).
+
+    Each `fakeredis://` URL opens a new, empty in-process server. `options` (redis-py's
+    keywords) override the defaults. A malformed URL raises `errors.invalid`.
     """
     if url.startswith("fakeredis://"):
         try:
             import fakeredis
         except ImportError:
-            raise InvalidInput(
+            raise errors.invalid(
                 "fakeredis:// needs the fake extra: pip install 'redis-checkpoint[fake]'"
             ) from None
         client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return client
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise InvalidInput(
-            f"unsupported URL {url!r}: use redis://, rediss://, unix:// or fakeredis://"
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise errors.invalid(
+            f"unsupported URL {_redacted(url)}: use redis://, rediss://, unix:// or fakeredis://"
         )
-    return Redis.from_url(url, **{**CLIENT_DEFAULTS, **options})
+    try:
+        _ = parts.port  # raises on a port that is not a number in 0..65535
+        db = parts.path.strip("/") if parts.scheme != "unix" else "0"
+        if db and not db.isdigit():
+            raise ValueError(f"the database must be a number, got {db!r}")
+        return Redis.from_url(url, **{**client_defaults(timeout), **(options or {})})
+    except ValueError as exc:
+        raise errors.invalid(f"bad URL {_redacted(url)}: {exc}") from None
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+Method = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
+
+
+def reading(method: Method[S, P, R]) -> Method[S, P, R]:
+    """A store method that reads: bounded by the store's deadline, errors mapped."""
+    return _operation(method, write=False)
+
+
+def writing(method: Method[S, P, R]) -> Method[S, P, R]:
+    """A store method that writes: as `reading`, and a lost call says its outcome is unknown."""
+    return _operation(method, write=True)
+
+
+def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
+    async def bounded(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with self.deadline(write):
+            return await method(self, *args, **kwargs)
+
+    functools.update_wrapper(bounded, method)
+    return bounded
 
 
 class RedisBacked:
-    """What every Redis store shares: a client, a key prefix and its recorded shard count.
+    """What every Redis store shares: a client, a key prefix and its recorded shard count,
+    a per-call deadline, its lifecycle, and the calls to its scripts.
 
-    Subclasses name their errors: `unavailable` for transport failures, `corrupt(key,
-    detail)` for a key holding data the store did not write, `mismatch` for a wrong shard
-    count, `refused` for any other error the server returns.
+    Subclasses set `errors` (their contract's `ErrorTree`) and `scripts` (the names of the
+    `lua/` scripts they run).
     """
 
-    unavailable: type[Exception]
-    mismatch: type[Exception]
-    refused: type[Exception]
+    errors: ErrorTree
+    scripts: tuple[str, ...]
 
-    def __init__(self, redis: Redis, prefix: str, shards: int, owns_client: bool) -> None:
-        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 16384:
-            raise self.mismatch(f"shards must be an integer in 1..16384, got {shards!r}")
+    def __init__(
+        self, redis: Redis, *, prefix: str, shards: int, timeout: float, owns_client: bool
+    ) -> None:
+        check = self.errors.check
+        self.prefix = check.prefix(prefix)
+        self.shards = check.integer(shards, "shards", 1, 16384)
+        self.timeout = check.seconds(timeout, "timeout")
         self.redis = redis
-        self.prefix = check_prefix(prefix)
-        self.shards = shards
         self._owns_client = owns_client
-        self._configured = False
-        self._configuring = asyncio.Lock()  # many first calls at once check the config once
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Open a store on `redis://`, `rediss://`, `unix://` or `fakeredis://` (no server)."""
-        return cls(connect(url), owns_client=True, **options)
+        self._closed = False
+        self._recorded = False  # the shard count is recorded (and matches)
+        self._configuring = asyncio.Lock()  # many first calls at once check the record once
+        self._producer = os.urandom(8)  # retry dedup: this store's calls are numbered
+        self._numbers = itertools.count(1)
+        self._run = ScriptRunner(redis, self.scripts, self.timeout)
 
     async def __aenter__(self) -> Self:
-        await self._configure()
+        async with self.deadline(write=False):
+            await self._configure(write=False)
         return self
 
     async def __aexit__(
@@ -88,61 +169,129 @@ class RedisBacked:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client if this store opened it (`from_url`)."""
+        """Close the store: later calls raise the closed error. Closes the client too if the
+        store opened it (`from_url`)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._owns_client:
-            await self.redis.aclose()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self.redis.aclose()
+            except (TimeoutError, RedisError, OSError):
+                pass  # closing must not fail: the sockets are dropped either way
 
-    def corrupt(self, key: str, detail: str) -> Exception:
-        raise NotImplementedError
+    @asynccontextmanager
+    async def deadline(self, write: bool) -> AsyncIterator[None]:
+        """One call: refused once closed, bounded by `timeout`, redis-py's errors mapped."""
+        if self._closed:
+            raise self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except TimeoutError as exc:
+            raise self._unavailable(f"no reply within {self.timeout:g}s", write) from exc
+        except NotSent as exc:
+            raise self.errors.unavailable(f"Redis unreachable: {exc}") from exc
+        except _DENIED as exc:  # NOPERM names the command; never retried
+            raise self.errors.denied(f"Redis denied the call: {exc}") from exc
+        except _TRANSIENT as exc:
+            raise self._unavailable(f"Redis refused the call for now: {exc}", write) from exc
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, ResponseError):
+                raise self.errors.refused(f"Redis refused the call: {exc}") from exc
+            raise self._unavailable(f"Redis unreachable: {exc}", write) from exc
 
-    async def _configure(self) -> None:
-        """Record the shard count at first use; refuse a prefix set up with another."""
-        if self._configured:
+    def _unavailable(self, message: str, write: bool) -> Exception:
+        return self.errors.unavailable(f"{message} ({OUTCOME_UNKNOWN})" if write else message)
+
+    async def _configure(self, write: bool) -> None:
+        """Check the prefix's recorded shard count; the first write records it. Reads
+        never write: an unrecorded prefix is simply empty."""
+        if self._recorded:
             return
         async with self._configuring:
-            if self._configured:
+            if self._recorded:
                 return
             key = config_key(self.prefix)
-            recorded = await self._io(self._record_shards(key), key)
-            if recorded != self.shards:
-                raise self.mismatch(
-                    f"prefix {self.prefix!r} was set up with {recorded} shards, this store has "
-                    f"{self.shards}: open it with shards={recorded} (the count is fixed per prefix)"
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if write:
+                    pipe.hsetnx(key, "shards", self.shards)
+                pipe.hget(key, "shards")
+                replies = await pipe.execute(raise_on_error=False)
+            recorded = replies[-1]
+            if isinstance(recorded, ResponseError) and "WRONGTYPE" in str(recorded):
+                raise self.errors.corrupt(key, "expected a hash with field shards")
+            if isinstance(recorded, Exception):
+                raise recorded
+            if recorded is None:
+                return
+            if not recorded.isdigit():
+                raise self.errors.corrupt(key, f"shards is {recorded!r}, not a number")
+            if int(recorded) != self.shards:
+                raise self.errors.mismatch(
+                    f"prefix {self.prefix!r} was set up with {int(recorded)} shards, this store "
+                    f"has {self.shards}: open it with shards={int(recorded)} (fixed per prefix)"
                 )
-            self._configured = True
+            self._recorded = True
 
-    async def _record_shards(self, key: str) -> int:
-        await self.redis.hsetnx(key, "shards", self.shards)
-        recorded: bytes = await self.redis.hget(key, "shards")  # type: ignore[assignment]
-        return int(recorded)
+    async def _write(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run write script `name` with retry dedup: this store's producer id and the call's
+        number go first in ARGV (see lua/_common.lua)."""
+        await self._configure(write=True)
+        # No await between numbering the call and queueing it: calls leave in number order.
+        return await self._script(name, keys, (self._producer, next(self._numbers), *args))
 
-    async def _io(self, call: Awaitable[T], key: str | None = None) -> T:
-        """Await a server call: transport failures become `unavailable`, and a
-        wrong-typed `key` (when the call reads just one) becomes `corrupt`."""
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script `name`; a script error is diagnosed: a key of a type the store never
+        writes there, or stream entries it did not write, is corrupt data, naming the key."""
+        await self._configure(write=True)
         try:
-            return await call
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise self.unavailable(f"Redis unreachable: {exc}") from exc
+            return await self._run(name, tuple(keys), tuple(args))
         except ResponseError as exc:
-            if key is not None and "WRONGTYPE" in str(exc):
-                raise self.corrupt(key, "the key holds a value of the wrong type") from exc
-            raise
+            if type(exc) is not ResponseError:  # NOPERM, READONLY, OOM...: the server's refusal
+                raise
+            raise await self._diagnose(exc, name, keys) from exc
 
-    async def _diagnose(
-        self, exc: ResponseError, keys: tuple[str, ...], types: tuple[str, ...], stream: str
-    ) -> Exception:
-        """What a script's error means: a key of a type the store never writes there, or
-        stream entries it did not write (`corrupt`, naming the key), or a server condition."""
-        message = str(exc)
-        if isinstance(exc, ReadOnlyError):  # a failover demoted the node under us
-            return self.unavailable(f"Redis refused the write: {message}")
+    async def _diagnose(self, exc: ResponseError, name: str, keys: Sequence[str]) -> Exception:
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.type(key)
-            found_types = await self._io(pipe.execute())
-        for key, found, expected in zip(keys, found_types, types, strict=True):
+            found_types = await pipe.execute()
+        for key, found, expected in zip(keys, found_types, key_types(name, len(keys)), strict=True):
             if found not in (b"none", expected.encode()):
-                return self.corrupt(key, f"expected a {expected}, found a {found.decode()}")
-        if "XADD" in message:  # stream entries with ids this store did not write
-            return self.corrupt(stream, message)
-        return self.refused(f"Redis refused the call: {message}")
+                return self.errors.corrupt(key, f"expected a {expected}, found a {found.decode()}")
+        if "XADD" in str(exc):  # stream entries with ids this store did not write
+            return self.errors.corrupt(keys[0], str(exc))
+        return self.errors.refused(f"Redis refused the call: {exc}")
+
+    async def _read(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run read commands in one round trip; their raw replies (a bytes command name skips
+        redis-py's reply callbacks). A wrong-typed key is corrupt data, naming it."""
+        await self._configure(write=False)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, *args in commands:
+                pipe.execute_command(name.encode(), *args)
+            replies = await pipe.execute(raise_on_error=False)
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                if "WRONGTYPE" in str(reply):
+                    raise self.errors.corrupt(str(command[1]), "the key holds the wrong type")
+                raise reply
+        return replies
+
+    async def _forget(self, record: str, indexes: Sequence[tuple[str, Any]]) -> None:
+        """Drop the index entries of an id whose `record` key is gone, atomically and only
+        if it is still gone (an id re-created meanwhile stays listed)."""
+        keys = (record, *(key for key, _ in indexes))
+        await self._script("forget", keys, [member for _, member in indexes])
+
+
+def pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """Field-value pairs of a raw HGETALL or WITHSCORES reply: a flat list in RESP2, a map
+    or a list of pairs in RESP3 (fakeredis answers in RESP3 form)."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    if reply and isinstance(reply[0], list):
+        return [(first, second) for first, second in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))

@@ -7,15 +7,17 @@ memory. Decoding puts them back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgpack
 from pydantic import BaseModel
 
-from .errors import EnvelopeTooLarge, InvalidEnvelope
+from .errors import TREE, EnvelopeTooLarge, InvalidEnvelope, InvalidInput
 from .models import U64_MAX, Intervention, PersistenceEnvelope
 
 DEFAULT_MAX_ENVELOPE_BYTES = 1024 * 1024
+DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 _ENVELOPE_FIELDS = 7
 _INTERVENTION_FIELDS = 3
@@ -35,7 +37,12 @@ def encode_envelope(env: PersistenceEnvelope) -> bytes:
     if not isinstance(env, PersistenceEnvelope):
         raise InvalidEnvelope(f"expected a PersistenceEnvelope, got {type(env).__name__}")
     fields = [env.step, env.node_id, env.outcome_kind, env.timestamp_ms]
-    return _pack([*fields, env.payload_hash, env.payload, env.schematic_version], "envelope")
+    blob = _pack([*fields, env.payload_hash, env.payload, env.schematic_version], "envelope")
+    try:  # what decode would refuse is never written (an instance from model_construct)
+        _envelope_fields(_unpack(blob, _ENVELOPE_FIELDS))
+    except ValueError as exc:
+        raise InvalidEnvelope(f"envelope cannot be stored: {exc}") from None
+    return blob
 
 
 def decode_envelope(data: bytes, trace_id: str, circuit: str) -> PersistenceEnvelope:
@@ -45,19 +52,8 @@ def decode_envelope(data: bytes, trace_id: str, circuit: str) -> PersistenceEnve
     and the model is built without a second validation pass: it is the cost that
     dominates reading a long trace.
     """
-    fields = _unpack(data, _ENVELOPE_FIELDS)
+    fields = _envelope_fields(_unpack(data, _ENVELOPE_FIELDS))
     step, node_id, outcome_kind, timestamp_ms, payload_hash, payload, version = fields
-    if not (
-        type(step) is int
-        and type(timestamp_ms) is int
-        and 0 <= step <= U64_MAX
-        and 0 <= timestamp_ms <= U64_MAX
-        and type(outcome_kind) is str
-        and type(version) is str
-        and (node_id is None or type(node_id) is str)
-        and (payload_hash is None or type(payload_hash) is str)
-    ):
-        raise ValueError(f"envelope fields of the wrong types: {fields[:5]!r}")
     return _trusted(
         PersistenceEnvelope,
         {
@@ -72,6 +68,24 @@ def decode_envelope(data: bytes, trace_id: str, circuit: str) -> PersistenceEnve
             "payload": payload,
         },
     )
+
+
+def _envelope_fields(fields: list[Any]) -> list[Any]:
+    """The stored fields of an envelope, type-checked; ValueError names what is wrong."""
+    step, node_id, outcome_kind, timestamp_ms, payload_hash, _, version = fields
+    if not (
+        type(step) is int
+        and type(timestamp_ms) is int
+        and 0 <= step <= U64_MAX
+        and 0 <= timestamp_ms <= U64_MAX
+        and type(outcome_kind) is str
+        and outcome_kind
+        and type(version) is str
+        and (node_id is None or type(node_id) is str)
+        and (payload_hash is None or type(payload_hash) is str)
+    ):
+        raise ValueError(f"envelope fields of the wrong types: {fields[:5]!r}")
+    return fields
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -97,7 +111,12 @@ def encode_intervention(item: Intervention) -> bytes:
     """The stored bytes of one intervention."""
     if not isinstance(item, Intervention):
         raise InvalidEnvelope(f"expected an Intervention, got {type(item).__name__}")
-    return _pack([item.target_node, item.payload_override, item.timestamp_ms], "intervention")
+    blob = _pack([item.target_node, item.payload_override, item.timestamp_ms], "intervention")
+    try:
+        decode_intervention(blob)
+    except ValueError as exc:
+        raise InvalidEnvelope(f"intervention cannot be stored: {exc}") from None
+    return blob
 
 
 def decode_intervention(data: bytes) -> Intervention:
@@ -107,28 +126,41 @@ def decode_intervention(data: bytes) -> Intervention:
 
 
 def _unpack(data: bytes, length: int) -> list[Any]:
-    value = msgpack.unpackb(data, raw=False)
+    try:
+        value = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ValueError(f"not msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(value, list) or len(value) != length:
-        raise ValueError(f"expected a msgpack array of {length} fields")
+        raise ValueError(f"expected a msgpack array of {length} fields, got {value!r:.60}")
     return value
 
 
 class Batch:
-    """Envelopes for one trace, checked and encoded before anything is written."""
+    """Envelopes for one trace, checked and encoded before anything is sent."""
 
     __slots__ = ("blobs", "circuit", "schematic_version", "trace_id")
 
-    def __init__(self, envelopes: list[PersistenceEnvelope], max_bytes: int) -> None:
-        if not envelopes:
+    def __init__(
+        self, envelopes: Iterable[PersistenceEnvelope], max_bytes: int, max_batch_bytes: int
+    ) -> None:
+        items = list(envelopes)
+        if not items:
             raise InvalidEnvelope("a batch needs at least one envelope")
-        self.blobs = [encode_envelope(env) for env in envelopes]
-        first, last = envelopes[0], envelopes[-1]
-        for env, blob in zip(envelopes, self.blobs, strict=True):
+        self.blobs = [encode_envelope(env) for env in items]
+        first, last = items[0], items[-1]
+        for env, blob in zip(items, self.blobs, strict=True):
             if len(blob) > max_bytes:
                 raise EnvelopeTooLarge(len(blob), max_bytes)
             if env.trace_id != first.trace_id or env.circuit != first.circuit:
                 raise InvalidEnvelope("all envelopes of a batch must share trace_id and circuit")
-        self.trace_id = first.trace_id
-        self.circuit = first.circuit
+        size = sum(map(len, self.blobs))
+        if size > max_batch_bytes:
+            raise InvalidInput(
+                f"batch is {size} bytes encoded, over max_batch_bytes={max_batch_bytes}"
+            )
+        self.trace_id: str = TREE.check.text(first.trace_id, "trace_id", empty=False)
+        self.circuit = TREE.check.utf8(first.circuit, "circuit")
         # As upstream: the trace takes the schematic version of the last appended envelope.
-        self.schematic_version = last.schematic_version
+        self.schematic_version = TREE.check.utf8(
+            last.schematic_version, "schematic_version", empty=True
+        )

@@ -1,25 +1,33 @@
-"""The exception tree. Messages keep Ranvier's wording, so code matching on it still works.
+"""The checkpoint store's exception tree. Messages keep Ranvier's wording, so code matching
+on it still works. Each class also derives from the neutral base in `failures.py` that the
+event store's tree shares (and from the builtin named beside it).
 
 PersistenceError
-├── InvalidInput (also ValueError)        bad argument; nothing was written
-│   └── InvalidEnvelope                   an envelope that cannot be stored
-│       └── EnvelopeTooLarge              encoded envelope over max_envelope_bytes
-├── TraceNotFound (also LookupError)      "trace_id … not found"
-├── TraceCompleted                        "… is already completed and cannot …"
-├── CircuitMismatch                       "… already exists for circuit …, got …"
-├── ConfigMismatch                        a store opened with another shard count
-├── StoreUnavailable (also ConnectionError)  the server could not be reached
-└── CorruptRecord                         data in Redis that this store did not write
+├── InvalidInput (BadArgument, ValueError)  bad argument; nothing was written
+│   └── InvalidEnvelope                     an envelope that cannot be stored
+│       └── EnvelopeTooLarge                encoded envelope over max_envelope_bytes
+├── TraceNotFound (also LookupError)        "trace_id … not found"
+├── TraceCompleted                          "… is already completed and cannot …"
+├── CircuitMismatch                         "… already exists for circuit …, got …"
+├── ConfigMismatch (Misconfigured)          a store opened with another shard count
+├── StoreUnavailable (Unavailable, ConnectionError)  unreachable, or no reply in time
+├── PermissionDenied (Denied)               wrong credentials, or an ACL refused a command
+├── StoreClosed (Closed)                    the store was closed
+└── CorruptRecord (Corrupt)                 data in Redis that this store did not write
+
+A server's other refusals (out of memory, a script error) raise `PersistenceError` itself.
 """
 
 from __future__ import annotations
+
+from .failures import BadArgument, Closed, Corrupt, Denied, ErrorTree, Misconfigured, Unavailable
 
 
 class PersistenceError(Exception):
     """Base class of every error a checkpoint store raises."""
 
 
-class InvalidInput(PersistenceError, ValueError):
+class InvalidInput(PersistenceError, BadArgument):
     """An argument is not acceptable; the store wrote nothing."""
 
 
@@ -62,17 +70,36 @@ class CircuitMismatch(PersistenceError):
         self.given = given
 
 
-class ConfigMismatch(PersistenceError):
+class ConfigMismatch(PersistenceError, Misconfigured):
     """The prefix was set up with another shard count; opening it would misplace keys."""
 
 
-class StoreUnavailable(PersistenceError, ConnectionError):
-    """The server could not be reached after the client's bounded retries."""
+class StoreUnavailable(PersistenceError, Unavailable):
+    """The server could not be reached, or did not answer within the call's deadline.
+
+    For a write the message says that its outcome is unknown: retry it with the same
+    `idempotency_key` to apply it at most once.
+    """
 
 
-class CorruptRecord(PersistenceError):
+class PermissionDenied(PersistenceError, Denied):
+    """Authentication failed, or an ACL refused a command (named in the message)."""
+
+
+class StoreClosed(PersistenceError, Closed):
+    """The store was closed with `aclose()`."""
+
+
+class CorruptRecord(PersistenceError, Corrupt):
     """A key holds data this store did not write (wrong type, undecodable bytes)."""
 
-    def __init__(self, key: str, detail: str) -> None:
-        super().__init__(f"corrupt record at key {key!r}: {detail}")
-        self.key = key
+
+TREE = ErrorTree(
+    invalid=InvalidInput,
+    unavailable=StoreUnavailable,
+    denied=PermissionDenied,
+    closed=StoreClosed,
+    corrupt=CorruptRecord,
+    mismatch=ConfigMismatch,
+    refused=PersistenceError,
+)

@@ -5,17 +5,19 @@ Every key of a trace (or workflow) starts with the hash tag `{<prefix>:<shard>}`
 one script can touch a trace's keys and its shard's indexes in one Redis Cluster slot.
 
     {rc:17}:t:<id>:s    stream  envelopes, entry id 0-<ordinal>, field e = msgpack envelope
-    {rc:17}:t:<id>:m    hash    circuit, schematic_version, completion, resumed, counts, tags
+    {rc:17}:t:<id>:m    hash    circuit, version, completion, resumed, n, created, updated
     {rc:17}:t:<id>:i    list    interventions (msgpack)
+    {rc:17}:t:<id>:d    hash    retry dedup: per producer, the calls applied
+    {rc:17}:t:<id>:k    zset    idempotency keys given by callers, by the time applied
     {rc:17}:traces      zset    trace ids by last update (ms): listing
     {rc:17}:expiry      zset    trace ids by expiry deadline (ms): index cleanup
     {rc:17}:w:<wf>:h    stream  Aion events as JSON, entry id 0-<seq>, field e
-    {rc:17}:w:<wf>:m    hash    projection: head, status, type, started, ended (µs), tag
+    {rc:17}:w:<wf>:m    hash    projection: head, status, type, started, ended (µs); dedup
     {rc:17}:w:<wf>:r    list    seqs of lifecycle events (the run chain's skeleton)
     {rc:17}:w:<wf>:c    set     child workflow ids (a parent's children, in its shard)
     {rc:17}:workflows   zset    workflow ids (score 0: text order)
     {rc:17}:active      zset    started workflows whose status is Running
-    {rc:17}:parents     set     "<child id><parent id>", for parents in this shard
+    {rc:17}:parents     zset    "<child id><parent id>", for parents in this shard
     {rc:17}:timers      zset    "<wf><timer id JSON>" by fire time (µs)
     {rc:pkg}:archives   hash    '["<type>","<hash>"]' -> archive bytes
     {rc:pkg}:deployed   hash    '["<type>","<hash>"]' -> deployed_at (µs)
@@ -33,31 +35,14 @@ import zlib
 from dataclasses import dataclass
 from uuid import UUID
 
-from .errors import InvalidInput
+from .errors import TREE
 
 _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"})
-
-
-def utf8(value: str, field: str) -> bytes:
-    """Encode an id as UTF-8, refusing empty strings and lone surrogates."""
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{field} must be a non-empty string, got {value!r}")
-    try:
-        return value.encode()
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(f"{field} is not valid Unicode text: {exc}") from None
 
 
 def shard_of(raw_id: bytes, shards: int) -> int:
     """The virtual shard of an already encoded id."""
     return zlib.crc32(raw_id) % shards
-
-
-def check_prefix(prefix: str) -> str:
-    """A prefix may not contain braces: it sits inside the hash tag."""
-    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
-        raise InvalidInput(f"prefix must be a non-empty string without braces, got {prefix!r}")
-    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,27 +54,37 @@ class TraceKeys:
     stream: str
     meta: str
     interventions: str
+    dedup: str
+    idempotency: str
     index: str
     expiry: str
 
     @classmethod
     def build(cls, prefix: str, shards: int, trace_id: str) -> TraceKeys:
-        raw = utf8(trace_id, "trace_id")
+        raw = TREE.check.utf8(trace_id, "trace_id")
         tag = shard_tag(prefix, shard_of(raw, shards))
         base = f"{tag}:t:{trace_id.translate(_ESCAPES)}"
         return cls(
-            trace_id, raw, f"{base}:s", f"{base}:m", f"{base}:i", f"{tag}:traces", f"{tag}:expiry"
+            trace_id,
+            raw,
+            stream=f"{base}:s",
+            meta=f"{base}:m",
+            interventions=f"{base}:i",
+            dedup=f"{base}:d",
+            idempotency=f"{base}:k",
+            index=f"{tag}:traces",
+            expiry=f"{tag}:expiry",
         )
 
     @property
     def own(self) -> tuple[str, str, str]:
-        """The keys that belong to this trace alone (the shard indexes are shared)."""
+        """The keys that hold this trace's data (`load` reads them)."""
         return (self.stream, self.meta, self.interventions)
 
     @property
-    def script(self) -> tuple[str, str, str, str, str]:
-        """KEYS[1..5] of every trace script, in the order `lua/_trace.lua` names them."""
-        return (self.stream, self.meta, self.interventions, self.index, self.expiry)
+    def script(self) -> tuple[str, ...]:
+        """KEYS[1..7] of every trace script, in the order `lua/_trace.lua` names them."""
+        return (*self.own, self.dedup, self.idempotency, self.index, self.expiry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +134,24 @@ def shard_keys(prefix: str, shards: int, index: str) -> list[str]:
 
 def config_key(prefix: str) -> str:
     return f"{prefix}:config"
+
+
+_TRACE_TYPES = ("stream", "hash", "list", "hash", "zset", "zset", "zset")  # TraceKeys.script
+SCRIPT_KEY_TYPES: dict[str, tuple[str, ...]] = {  # each script's KEYS, by the type kept there
+    "append": _TRACE_TYPES,
+    "resume": _TRACE_TYPES,
+    "complete": _TRACE_TYPES,
+    "save_intervention": _TRACE_TYPES,
+    "delete": _TRACE_TYPES,
+    "append_events": ("stream", "hash", "list", "set", "zset", "zset", "zset"),
+    "retire_timer": ("zset",),
+    "put_package": ("hash", "hash", "hash"),
+    "delete_package": ("hash", "hash"),
+    "forget": ("hash",),  # then any number of sorted-set indexes
+}
+
+
+def key_types(script: str, count: int) -> tuple[str, ...]:
+    """The types of the `count` KEYS of a call of `script`."""
+    types = SCRIPT_KEY_TYPES[script]
+    return types + ("zset",) * (count - len(types))

@@ -1,56 +1,99 @@
-"""Listing across virtual shards: a k-way merge of per-shard sorted sets, in pages.
+"""Listing a per-shard sorted-set index across all shards, newest first, exactly once.
 
-Each shard keeps its own index (`{<prefix>:<shard>}:<name>`), so a listing reads every
-shard. One pipelined round trip fetches the first page of all shards; a shard whose page
-runs out is refilled on its own. Memory stays at one page per shard.
+Each shard keeps its own index (`{<prefix>:<shard>}:<name>`, scored by the server's time of
+the last write), so a listing merges every shard's. A shard is read in pages by a cursor on
+(score, member), never by offset, so entries removed meanwhile (expired traces) cannot shift
+a page past live ones. A write during the listing moves its trace above the listing's start
+time: the listing runs again over what moved, in passes, and skips the ids it has already
+returned (it remembers them: a few dozen bytes per id).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from redis.asyncio import Redis
-
-from .errors import CorruptRecord
+from .client import pairs
 from .keys import shard_keys
 
-Page = list[tuple[bytes, float]]
+PASSES = 8  # passes over what moved during the previous one, at most
+Read = Callable[[Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]  # RedisBacked._read
 
 
-async def _fetch(redis: Redis, keys: list[str], offsets: list[int], size: int) -> list[Page]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for key, offset in zip(keys, offsets, strict=True):
-            pipe.zrevrange(key, offset, offset + size - 1, withscores=True)
-        pages: list[Page | Exception] = await pipe.execute(raise_on_error=False)
-    for key, page in zip(keys, pages, strict=True):
-        if isinstance(page, Exception):
-            raise CorruptRecord(key, str(page))
-    return pages  # type: ignore[return-value]
+@dataclass
+class _Cursor:
+    key: str
+    buffer: list[tuple[bytes, float]] = field(default_factory=list)
+    score: float | None = None  # the last (score, member) taken from this shard
+    member: bytes = b""
+    ties: int = 0  # members taken at exactly `score`
+    done: bool = False
+
+    def take(self) -> tuple[bytes, float]:
+        member, score = self.buffer.pop(0)
+        self.ties = self.ties + 1 if score == self.score else 1
+        self.score, self.member = score, member
+        return member, score
+
+    def command(self, low: str, high: str, page: int) -> tuple[object, ...]:
+        top = high if self.score is None else repr(self.score)
+        command = ("ZREVRANGEBYSCORE", self.key, top, low, "WITHSCORES", "LIMIT", 0)
+        return (*command, page + self.ties)
+
+    def fill(self, reply: list[bytes], page: int) -> None:
+        found = [(m, float(s)) for m, s in pairs(reply)]
+        self.done = len(found) < page + self.ties
+        # Members at the cursor's own score come in descending order: skip those taken.
+        self.buffer = [(m, s) for m, s in found if s != self.score or m < self.member]
 
 
-async def iter_shard_index(
-    redis: Redis, prefix: str, shards: int, name: str, page: int
-) -> AsyncIterator[list[bytes]]:
-    """Members of every shard's `name` index, highest score first overall, `page` at a time."""
-    keys = shard_keys(prefix, shards, name)
-    buffers = await _fetch(redis, keys, [0] * shards, page)
-    offsets = [len(buffer) for buffer in buffers]
-    heap = [(-buffer[0][1], shard, 0) for shard, buffer in enumerate(buffers) if buffer]
+async def _server_ms(read: Read) -> float:
+    [(seconds, micros)] = await read([("TIME",)])
+    return float(int(seconds) * 1000 + int(micros) // 1000)
+
+
+async def _fill(read: Read, cursors: list[_Cursor], low: str, high: str, page: int) -> None:
+    replies = await read([cursor.command(low, high, page) for cursor in cursors])
+    for cursor, reply in zip(cursors, replies, strict=True):
+        cursor.fill(reply, page)
+
+
+async def _pass(
+    read: Read, keys: list[str], low: str, high: str, page: int
+) -> AsyncIterator[bytes]:
+    """Members scored in (low, high] of every shard, highest first."""
+    cursors = [_Cursor(key) for key in keys]
+    await _fill(read, cursors, low, high, page)
+    heap = [(-c.buffer[0][1], i) for i, c in enumerate(cursors) if c.buffer]
     heapq.heapify(heap)
-    out: list[bytes] = []
     while heap:
-        _, shard, i = heapq.heappop(heap)
-        out.append(buffers[shard][i][0])
-        if len(out) == page:
-            yield out
-            out = []
-        i += 1
-        if i == len(buffers[shard]) == page:  # a full page ran out: the shard may hold more
-            [buffers[shard]] = await _fetch(redis, [keys[shard]], [offsets[shard]], page)
-            offsets[shard] += len(buffers[shard])
-            i = 0
-        if i < len(buffers[shard]):
-            heapq.heappush(heap, (-buffers[shard][i][1], shard, i))
-    if out:
-        yield out
+        _, i = heapq.heappop(heap)
+        cursor = cursors[i]
+        member, _ = cursor.take()
+        yield member
+        if not cursor.buffer and not cursor.done:  # refill this shard alone
+            await _fill(read, [cursor], low, high, page)
+        if cursor.buffer:
+            heapq.heappush(heap, (-cursor.buffer[0][1], i))
+
+
+async def iter_index(
+    read: Read, prefix: str, shards: int, name: str, page: int
+) -> AsyncIterator[bytes]:
+    """Every member of the shards' `name` index once, newest first; a member present for
+    the whole listing is returned whatever writes move it meanwhile."""
+    keys = shard_keys(prefix, shards, name)
+    seen: set[bytes] = set()
+    low, high = "-inf", await _server_ms(read)
+    for _ in range(PASSES):
+        found = False
+        async for member in _pass(read, keys, low, repr(high), page):
+            found = True
+            if member not in seen:
+                seen.add(member)
+                yield member
+        if not found:
+            return
+        low, high = f"({high!r}", await _server_ms(read)

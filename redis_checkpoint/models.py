@@ -12,9 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr
 
-from .errors import InvalidInput
-
-U64_MAX = 2**64 - 1
+from .checks import U64_MAX as U64_MAX
 
 U64 = Annotated[StrictInt, Field(ge=0, le=U64_MAX)]
 """An unsigned 64-bit integer, as Rust's `u64`: no bools, floats or numeric strings."""
@@ -46,11 +44,11 @@ class PersistenceEnvelope(_Model):
     """
 
     trace_id: Id
-    circuit: StrictStr
+    circuit: Id
     schematic_version: StrictStr
     step: U64
     node_id: StrictStr | None = None
-    outcome_kind: StrictStr
+    outcome_kind: Id
     timestamp_ms: U64
     payload_hash: StrictStr | None = None
     payload: JsonValue = None
@@ -94,34 +92,3 @@ class TraceSummary(_Model):
     resumed_from_step: U64 | None = None
     completion: CompletionState | None = None
     updated_ms: int
-
-
-def as_step(step: object) -> int:
-    """`step` as a u64, or InvalidInput naming the field."""
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= U64_MAX:
-        raise InvalidInput(f"resume_from_step must be an integer in 0..2^64-1, got {step!r}")
-    return step
-
-
-def as_completion(state: object) -> CompletionState:
-    """`state` as a CompletionState (its string value is accepted), or InvalidInput."""
-    if isinstance(state, str) and state in CompletionState.__members__.values():
-        return CompletionState(state)
-    names = ", ".join(s.value for s in CompletionState)
-    raise InvalidInput(f"completion must be one of {names}, got {state!r}")
-
-
-def as_ttl_ms(seconds: float | None, name: str) -> int:
-    """A TTL in seconds (None = no expiry) as whole milliseconds; 0 means none."""
-    if seconds is None:
-        return 0
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise InvalidInput(f"{name} must be a positive number of seconds or None, got {seconds!r}")
-    return max(1, round(seconds * 1000))
-
-
-def as_size(size: int, name: str) -> int:
-    """A positive whole number of bytes, or InvalidInput."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise InvalidInput(f"{name} must be a positive integer, got {size!r}")
-    return size

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Protocol, runtime_checkable
 
 from .models import (
@@ -69,8 +69,26 @@ class PersistenceStore(Protocol):
 class ManagedPersistenceStore(PersistenceStore, Protocol):
     """What both stores of this package add beyond the upstream trait."""
 
-    async def append_many(self, envelopes: list[PersistenceEnvelope]) -> None:
+    async def append(
+        self, envelope: PersistenceEnvelope, idempotency_key: str | None = None
+    ) -> None:
+        """Append one envelope; a retry with the same `idempotency_key` is applied once."""
+        ...
+
+    async def append_many(
+        self, envelopes: Iterable[PersistenceEnvelope], idempotency_key: str | None = None
+    ) -> None:
         """Append envelopes of one trace, all or nothing, in one round trip."""
+        ...
+
+    async def save_intervention(
+        self, trace_id: str, intervention: Intervention, idempotency_key: str | None = None
+    ) -> None:
+        """Append an intervention; a retry with the same `idempotency_key` is applied once."""
+        ...
+
+    def iter_events(self, trace_id: str) -> AsyncIterator[PersistenceEnvelope]:
+        """The envelopes of a trace in append order, in pages; none for an unknown trace."""
         ...
 
     async def delete(self, trace_id: str) -> bool:
@@ -78,11 +96,12 @@ class ManagedPersistenceStore(PersistenceStore, Protocol):
         ...
 
     def iter_traces(
-        self, *, circuit: str | None = None, completed: bool | None = None
+        self, *, circuit: str | None = None, completed: bool | None = None, page: int = 100
     ) -> AsyncIterator[TraceSummary]:
         """Every live trace, most recently updated first, optionally filtered."""
         ...
 
     async def aclose(self) -> None:
-        """Release the connection (if the store opened it)."""
+        """Close the store (and the connection, if the store opened it); later calls raise
+        StoreClosed."""
         ...

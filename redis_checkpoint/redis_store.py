@@ -1,41 +1,33 @@
 """`RedisPersistenceStore`: every mutation is one Lua script call, atomic on the server.
 
-Keys follow `keys.py`: one stream, one hash and one list per trace, under the hash tag of
-the trace's virtual shard, next to the shard's indexes. Reads are one MULTI/EXEC round trip,
-so `load` sees one consistent snapshot.
+Keys follow `keys.py`: a stream, a hash and a list per trace (plus its retry-dedup state),
+under the hash tag of the trace's virtual shard, next to the shard's indexes. `load` reads
+a snapshot in pages: the meta, the interventions and the first page in one MULTI/EXEC, then
+the rest of the stream up to the count that snapshot saw.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .client import RedisBacked
+from .client import DEFAULT_TIMEOUT, RedisBacked, connect, reading, writing
 from .codec import (
+    DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_ENVELOPE_BYTES,
     Batch,
     decode_envelope,
     decode_intervention,
     encode_intervention,
 )
-from .errors import (
-    CircuitMismatch,
-    ConfigMismatch,
-    CorruptRecord,
-    PersistenceError,
-    StoreUnavailable,
-    TraceCompleted,
-    TraceNotFound,
-)
+from .errors import TREE, CircuitMismatch, TraceCompleted, TraceNotFound
 from .keys import TraceKeys, shard_keys
-from .listing import iter_shard_index
+from .listing import iter_index
 from .models import (
     U64_MAX,
     CompletionState,
@@ -44,19 +36,30 @@ from .models import (
     PersistenceEnvelope,
     ResumeCursor,
     TraceSummary,
-    as_completion,
-    as_size,
-    as_step,
-    as_ttl_ms,
 )
-from .scripts import ScriptRunner
+from .scripts import Reply
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-_OPERATIONS = ("append", "resume", "complete", "save_intervention", "delete")
-_EXPECTED_TYPES = ("stream", "hash", "list", "zset", "zset")  # of TraceKeys.script
-_NOT_FOUND, _COMPLETED, _MISMATCH = 3, 2, 1
+PAGE = 1000  # stream entries per read: no single command holds the server for long
+DEFAULT_IDEMPOTENCY_WINDOW = 86_400.0
+
+
+class Options(TypedDict, total=False):
+    """The store keywords `from_url` passes on."""
+
+    prefix: str
+    shards: int
+    ttl: float | None
+    completed_ttl: float | None
+    max_envelope_bytes: int
+    max_batch_bytes: int
+    idempotency_window: float
+    timeout: float
+
+
+class _Changed(Exception):
+    """The trace was deleted or re-created while it was read in pages."""
 
 
 class RedisPersistenceStore(RedisBacked):
@@ -65,16 +68,17 @@ class RedisPersistenceStore(RedisBacked):
     Args:
         redis: an async client; the store does not close it unless it opened it.
         prefix: the key prefix; stores sharing a prefix share traces.
-        shards: virtual shards, fixed per prefix (recorded at first use and checked).
+        shards: virtual shards, fixed per prefix (recorded by the first write, then checked).
         ttl: seconds a trace lives after its last write (sliding); None keeps it.
         completed_ttl: seconds a trace lives after `complete`; None falls back to `ttl`.
         max_envelope_bytes: the largest encoded envelope accepted.
-        clock: returns the time in seconds; stamps `updated_ms` and index deadlines.
+        max_batch_bytes: the largest encoded `append_many` batch accepted.
+        idempotency_window: seconds an `idempotency_key` is remembered.
+        timeout: seconds one call may take, all retries included.
     """
 
-    unavailable = StoreUnavailable
-    mismatch = ConfigMismatch
-    refused = PersistenceError
+    errors = TREE
+    scripts = ("append", "resume", "complete", "save_intervention", "delete", "forget")
 
     def __init__(
         self,
@@ -85,173 +89,320 @@ class RedisPersistenceStore(RedisBacked):
         ttl: float | None = None,
         completed_ttl: float | None = None,
         max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
-        clock: Callable[[], float] = time.time,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: float = DEFAULT_TIMEOUT,
         owns_client: bool = False,
     ) -> None:
-        super().__init__(redis, prefix, shards, owns_client)
-        self._ttl = as_ttl_ms(ttl, "ttl")
-        self._completed_ttl = as_ttl_ms(completed_ttl, "completed_ttl")
-        self._max_bytes = as_size(max_envelope_bytes, "max_envelope_bytes")
-        self._clock = clock
-        self._run = ScriptRunner(redis, _OPERATIONS)
+        check = TREE.check
+        self._ttl = check.ttl_ms(ttl, "ttl")
+        self._completed_ttl = check.ttl_ms(completed_ttl, "completed_ttl")
+        self._max_bytes = check.integer(max_envelope_bytes, "max_envelope_bytes", 1)
+        self._max_batch = check.integer(max_batch_bytes, "max_batch_bytes", 1)
+        self._window = check.ttl_ms(idempotency_window, "idempotency_window")
+        super().__init__(
+            redis, prefix=prefix, shards=shards, timeout=timeout, owns_client=owns_client
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        client_options: Mapping[str, Any] | None = None,
+        **options: Unpack[Options],
+    ) -> Self:
+        """Open a store on `redis://`, `rediss://`, `unix://` or `fakeredis://` (no server).
+
+        `client_options` go to redis-py's `Redis.from_url`, over this package's defaults.
+        """
+        timeout = TREE.check.seconds(options.get("timeout", DEFAULT_TIMEOUT), "timeout")
+        return cls(connect(url, TREE, timeout, client_options), owns_client=True, **options)
 
     def keys(self, trace_id: str) -> TraceKeys:
         """The keys of a trace (all in one cluster slot)."""
         return TraceKeys.build(self.prefix, self.shards, trace_id)
 
-    def corrupt(self, key: str, detail: str) -> Exception:
-        return CorruptRecord(key, detail)
+    async def _trace_write(
+        self, name: str, keys: TraceKeys, args: tuple[Any, ...], key: bytes = b""
+    ) -> tuple[Reply, Any]:
+        """Run a trace script; its common ARGV (see `lua/_trace.lua`) goes first."""
+        head = (keys.raw_id, self._ttl, self._completed_ttl, key, self._window)
+        code, detail = await self._write(name, keys.script, (*head, *args))
+        if code == Reply.STALE:
+            raise TREE.unavailable(
+                "a copy of this call arrived too late to tell whether it was applied"
+            )
+        return Reply(code), detail
 
-    async def _script(self, name: str, keys: TraceKeys, *args: Any) -> list[Any]:
-        """Run a trace script; the common ARGV prefix of `_trace.lua` comes first."""
-        await self._configure()
-        now = int(self._clock() * 1000)
-        argv = (keys.raw_id, now, self._ttl, self._completed_ttl, *args)
-        try:
-            return list(await self._io(self._run(name, keys.script, argv)))
-        except ResponseError as exc:
-            raise await self._diagnose(exc, keys.script, _EXPECTED_TYPES, keys.stream) from exc
+    def _key(self, idempotency_key: str | None) -> bytes:
+        if idempotency_key is None:
+            return b""
+        return TREE.check.utf8(idempotency_key, "idempotency_key")
 
-    async def append(self, envelope: PersistenceEnvelope) -> None:
-        """Append one envelope; see `PersistenceStore.append`."""
-        await self.append_many([envelope])
+    @writing
+    async def append(
+        self, envelope: PersistenceEnvelope, idempotency_key: str | None = None
+    ) -> None:
+        """Append one envelope; see `PersistenceStore.append`.
 
-    async def append_many(self, envelopes: list[PersistenceEnvelope]) -> None:
+        A call retried after a lost connection is applied at most once. Pass
+        `idempotency_key` to make your own retries (after `StoreUnavailable`) safe as well.
+        """
+        await self._append(Batch([envelope], self._max_bytes, self._max_batch), idempotency_key)
+
+    @writing
+    async def append_many(
+        self, envelopes: Iterable[PersistenceEnvelope], idempotency_key: str | None = None
+    ) -> None:
         """Append envelopes of one trace, all or nothing, in one round trip.
 
-        A retry of the same call after a connection error is applied at most once: the
-        call's tag travels with every attempt and the script remembers recent tags.
+        Raises:
+            InvalidInput: the batch mixes traces or circuits, or its encoded size is over
+                `max_batch_bytes` (InvalidEnvelope, EnvelopeTooLarge for one envelope).
         """
-        if not envelopes:
-            return
-        batch = Batch(envelopes, self._max_bytes)
+        items = list(envelopes)
+        if items:
+            await self._append(Batch(items, self._max_bytes, self._max_batch), idempotency_key)
+
+    async def _append(self, batch: Batch, idempotency_key: str | None) -> None:
         keys = self.keys(batch.trace_id)
-        tag = os.urandom(8)
-        code, detail = await self._script(
-            "append", keys, batch.circuit, batch.schematic_version, tag, *batch.blobs
-        )
-        if code == _MISMATCH:
-            raise CircuitMismatch(batch.trace_id, detail.decode(), batch.circuit)
-        if code == _COMPLETED:
+        args = (batch.circuit, batch.schematic_version, *batch.blobs)
+        code, detail = await self._trace_write("append", keys, args, self._key(idempotency_key))
+        if code == Reply.MISMATCH:
+            raise CircuitMismatch(batch.trace_id, detail.decode(), batch.circuit.decode())
+        if code == Reply.COMPLETED:
             raise TraceCompleted(batch.trace_id, "accept new events")
 
+    @reading
     async def load(self, trace_id: str) -> PersistedTrace | None:
-        """The trace, events sorted by step with ties in append order; None if unknown."""
+        """The trace, events sorted by step with ties in append order; None if unknown.
+
+        A snapshot: what was appended before the call started, read in pages of `PAGE`.
+        """
         keys = self.keys(trace_id)
-        await self._configure()
+        for _ in range(3):
+            snapshot = await self._snapshot(keys)
+            if snapshot is None:
+                return None
+            meta, items, first = snapshot
+            try:
+                entries = [entry async for page in self._pages(keys, meta, first) for entry in page]
+            except _Changed:
+                continue
+            return self._trace(keys, meta, items, entries)
+        raise TREE.unavailable(f"trace {trace_id} kept being re-created while it was read")
+
+    async def iter_events(self, trace_id: str) -> AsyncIterator[PersistenceEnvelope]:
+        """The envelopes of a trace in append order, read in pages (bounded memory); none
+        for an unknown trace. Each page is bounded by the store's deadline.
+
+        Raises:
+            StoreUnavailable: the trace was deleted or re-created while it was read.
+        """
+        keys = self.keys(trace_id)
+        async with self.deadline(write=False):
+            snapshot = await self._snapshot(keys)
+        if snapshot is None:
+            return
+        meta, _, page = snapshot
+        circuit = self._text(keys, meta, b"circuit")
+        pages = self._pages(keys, meta, page)
+        while True:
+            try:
+                async with self.deadline(write=False):
+                    entries = await anext(pages, None)
+            except _Changed:
+                raise TREE.unavailable(f"trace {trace_id} was deleted while it was read") from None
+            if entries is None:
+                return
+            for envelope in self._decode(keys, entries, circuit):
+                yield envelope
+
+    async def _snapshot(
+        self, keys: TraceKeys
+    ) -> tuple[dict[bytes, bytes], list[bytes], Any] | None:
+        await self._configure(write=False)
         async with self.redis.pipeline(transaction=True) as pipe:
-            # A bytes command name skips redis-py's reply callback for XRANGE, which builds
-            # a dict per entry; the raw [id, [field, value]] pairs are all load needs.
-            pipe.execute_command(b"XRANGE", keys.stream, "-", "+")
             pipe.hgetall(keys.meta)
             pipe.lrange(keys.interventions, 0, -1)
-            replies = await self._io(pipe.execute(raise_on_error=False))
-        for key, reply in zip(keys.own, replies, strict=True):
+            # A bytes command name skips redis-py's per-entry dicts: raw [id, [field, value]].
+            pipe.execute_command(b"XRANGE", keys.stream, "-", "+", "COUNT", PAGE)
+            replies = await pipe.execute(raise_on_error=False)
+        for key, reply in zip((keys.meta, keys.interventions, keys.stream), replies, strict=True):
             if isinstance(reply, ResponseError):
-                raise CorruptRecord(key, str(reply))
-        entries, meta, items = replies
-        if not meta:
-            return None
+                if "WRONGTYPE" in str(reply):
+                    raise TREE.corrupt(key, "the key holds the wrong type")
+                raise reply
+        meta, items, first = replies
+        return (meta, items, first) if meta else None
+
+    async def _pages(
+        self, keys: TraceKeys, meta: dict[bytes, bytes], page: list[Any]
+    ) -> AsyncIterator[list[Any]]:
+        """The stream's entries up to the snapshot's count, `page` first, then a MULTI per
+        page that also checks the trace is the one the snapshot saw."""
+        count = self._number(keys, meta, b"n")
+        while True:
+            yield page
+            done = int(page[-1][0].split(b"-")[1]) if page else count
+            if done >= count or len(page) < PAGE:
+                return
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hget(keys.meta, "created")
+                pipe.execute_command(
+                    b"XRANGE", keys.stream, f"0-{done + 1}", f"0-{count}", "COUNT", PAGE
+                )
+                created, page = await pipe.execute()
+            if created != meta.get(b"created"):
+                raise _Changed
+
+    def _trace(
+        self, keys: TraceKeys, meta: dict[bytes, bytes], items: list[bytes], entries: list[Any]
+    ) -> PersistedTrace:
+        circuit = self._text(keys, meta, b"circuit")
         try:
-            circuit = meta[b"circuit"].decode()
-            events = [decode_envelope(fields[1], trace_id, circuit) for _, fields in entries]
-            interventions = [decode_intervention(item) for item in items]
-            trace = PersistedTrace(
-                trace_id=trace_id,
+            return PersistedTrace(
+                trace_id=keys.trace_id,
                 circuit=circuit,
-                schematic_version=meta[b"version"].decode(),
-                events=sorted(events, key=attrgetter("step")),  # stable: ties keep append order
-                interventions=interventions,
+                schematic_version=self._text(keys, meta, b"version"),
+                events=sorted(self._decode(keys, entries, circuit), key=attrgetter("step")),
+                interventions=[decode_intervention(item) for item in items],
                 resumed_from_step=_int_or_none(meta.get(b"resumed")),
                 completion=_completion_or_none(meta.get(b"completion")),
             )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CorruptRecord(keys.stream, f"undecodable trace data: {exc}") from None
-        return trace
+        except (ValueError, TypeError) as exc:
+            raise TREE.corrupt(keys.meta, f"undecodable trace data: {exc}") from None
 
+    def _decode(
+        self, keys: TraceKeys, entries: list[Any], circuit: str
+    ) -> list[PersistenceEnvelope]:
+        try:
+            return [decode_envelope(fields[1], keys.trace_id, circuit) for _, fields in entries]
+        except (ValueError, IndexError) as exc:
+            raise TREE.corrupt(keys.stream, f"undecodable envelope: {exc}") from None
+
+    @staticmethod
+    def _text(keys: TraceKeys, meta: dict[bytes, bytes], field: bytes) -> str:
+        try:
+            return meta[field].decode()
+        except (KeyError, UnicodeDecodeError) as exc:
+            raise TREE.corrupt(keys.meta, f"field {field.decode()}: {exc!r}") from None
+
+    @staticmethod
+    def _number(keys: TraceKeys, meta: dict[bytes, bytes], field: bytes) -> int:
+        raw = meta.get(field, b"0")
+        if not raw.isdigit():
+            raise TREE.corrupt(keys.meta, f"field {field.decode()} is {raw!r}, not a count")
+        return int(raw)
+
+    @writing
     async def resume(self, trace_id: str, resume_from_step: int) -> ResumeCursor:
         """Record the resume step; see `PersistenceStore.resume`."""
-        step = as_step(resume_from_step)
-        code, _ = await self._script("resume", self.keys(trace_id), step)
-        if code == _NOT_FOUND:
+        step = TREE.check.integer(resume_from_step, "resume_from_step", 0)
+        code, _ = await self._trace_write("resume", self.keys(trace_id), (step,))
+        if code == Reply.NOT_FOUND:
             raise TraceNotFound(trace_id)
-        if code == _COMPLETED:
+        if code == Reply.COMPLETED:
             raise TraceCompleted(trace_id, "be resumed")
         return ResumeCursor(trace_id=trace_id, next_step=min(step + 1, U64_MAX))
 
+    @writing
     async def complete(self, trace_id: str, completion: CompletionState) -> None:
         """Set the completion state, overwriting; `completed_ttl` applies from here."""
-        state = as_completion(completion)
-        code, _ = await self._script("complete", self.keys(trace_id), state.value)
-        if code == _NOT_FOUND:
+        state = TREE.check.member(completion, CompletionState, "completion")
+        code, _ = await self._trace_write("complete", self.keys(trace_id), (state.value,))
+        if code == Reply.NOT_FOUND:
             raise TraceNotFound(trace_id)
 
-    async def save_intervention(self, trace_id: str, intervention: Intervention) -> None:
+    @writing
+    async def save_intervention(
+        self, trace_id: str, intervention: Intervention, idempotency_key: str | None = None
+    ) -> None:
         """Append an intervention, also on a completed trace; retry-safe like append."""
         blob = encode_intervention(intervention)
-        code, _ = await self._script("save_intervention", self.keys(trace_id), os.urandom(8), blob)
-        if code == _NOT_FOUND:
+        keys = self.keys(trace_id)
+        code, _ = await self._trace_write(
+            "save_intervention", keys, (blob,), self._key(idempotency_key)
+        )
+        if code == Reply.NOT_FOUND:
             raise TraceNotFound(trace_id)
 
+    @writing
     async def delete(self, trace_id: str) -> bool:
-        """Remove a trace and its index entries; returns whether it existed."""
-        _, existed = await self._script("delete", self.keys(trace_id))
-        return bool(existed)
+        """Remove a trace and its index entries; returns whether it existed (a retry of a
+        delete whose reply was lost reports True)."""
+        code, existed = await self._trace_write("delete", self.keys(trace_id), ())
+        return code == Reply.DUPLICATE or bool(existed)
 
     async def iter_traces(
         self, *, circuit: str | None = None, completed: bool | None = None, page: int = 100
     ) -> AsyncIterator[TraceSummary]:
-        """Every live trace, most recently updated first, optionally filtered.
+        """Every live trace once, most recently updated first, optionally filtered.
 
-        Pages of `page` traces cost one pipelined round trip each. Like SCAN, a trace
-        updated while the iteration runs may be seen twice or not at all.
+        A trace that lives through the whole listing is returned exactly once, even if
+        written meanwhile; an expired one never, and its index entries are dropped. Pages of
+        `page` traces cost a pipelined round trip each, each bounded by the deadline.
         """
-        await self._configure()
-        async for ids in iter_shard_index(self.redis, self.prefix, self.shards, "traces", page):
-            for summary in await self._summaries(ids):
+        check = TREE.check
+        circuit = check.optional_text(circuit, "circuit")
+        completed = check.optional_bool(completed, "completed")
+        page = check.integer(page, "page", 1, 10_000)
+        async with self.deadline(write=False):
+            await self._configure(write=False)
+        ids = aiter(iter_index(self._read, self.prefix, self.shards, "traces", page))
+        while True:
+            async with self.deadline(write=False):
+                batch = [raw async for raw in _take(ids, page)]
+                summaries = await self._summaries(batch)
+            if not batch:
+                return
+            for summary in summaries:
                 if (circuit is None or summary.circuit == circuit) and (
                     completed is None or (summary.completion is not None) == completed
                 ):
                     yield summary
 
     async def _summaries(self, ids: list[bytes]) -> list[TraceSummary]:
-        """Summaries of a page of ids; ids whose trace has expired leave the index."""
+        """Summaries of a page of ids; ids whose trace has expired leave the indexes."""
         keys = [self.keys(raw.decode()) for raw in ids]
+        commands: list[tuple[Any, ...]] = []
+        for k in keys:
+            commands.append(
+                ("HMGET", k.meta, "circuit", "version", "n", "resumed", "completion", "updated")
+            )
+            commands.append(("LLEN", k.interventions))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for k in keys:
-                pipe.hmget(k.meta, "circuit", "version", "n", "resumed", "completion", "updated")
-                pipe.llen(k.interventions)
-            replies = await self._io(pipe.execute(raise_on_error=False))
-        summaries, stale = [], []
+            for name, *args in commands:
+                pipe.execute_command(name, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        summaries = []
         for k, meta, n_interventions in zip(keys, replies[::2], replies[1::2], strict=True):
+            for reply in (meta, n_interventions):
+                if isinstance(reply, ResponseError) and "WRONGTYPE" not in str(reply):
+                    raise reply
             if isinstance(meta, Exception) or isinstance(n_interventions, Exception):
-                log.warning("skipping corrupt trace %r in listing: %s", k.meta, meta)
+                log.warning("listing skips trace %r: a key of the wrong type", k.trace_id)
             elif meta[0] is None:
-                stale.append(k)
+                await self._forget(k.meta, [(k.index, k.raw_id), (k.expiry, k.raw_id)])
             else:
                 summaries.append(_summary(k.trace_id, meta, n_interventions))
-        if stale:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for k in stale:
-                    pipe.zrem(k.index, k.raw_id)
-                    pipe.zrem(k.expiry, k.raw_id)
-                await self._io(pipe.execute())
         return summaries
 
+    @reading
     async def check(self) -> dict[str, Any]:
-        """A report on the server and the store: version, shards, live trace count."""
-        await self._configure()
+        """A report on the server and the store: version, shards, indexed trace count."""
+        await self._configure(write=False)
         if type(self.redis).__module__.startswith("fakeredis"):
             info: dict[str, Any] = {"server_name": "fakeredis", "redis_version": "in-process"}
         else:
-            info = await self._io(self.redis.info("server"))
-        server = str(info.get("server_name") or "redis")
+            info = await self.redis.info("server")
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in shard_keys(self.prefix, self.shards, "traces"):
                 pipe.zcard(key)
-            counts = await self._io(pipe.execute())
+            counts = await pipe.execute()
         return {
-            "server": server,
+            "server": str(info.get("server_name") or "redis"),
             "version": str(info.get("valkey_version") or info.get("redis_version", "?")),
             "prefix": self.prefix,
             "shards": self.shards,
@@ -259,6 +410,14 @@ class RedisPersistenceStore(RedisBacked):
             "ttl_ms": self._ttl,
             "completed_ttl_ms": self._completed_ttl,
         }
+
+
+async def _take(items: AsyncIterator[bytes], count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        item = await anext(items, None)
+        if item is None:
+            return
+        yield item
 
 
 def _int_or_none(raw: bytes | None) -> int | None:

@@ -1,18 +1,21 @@
 """Finds the Lua scripts, registers them on a client, and runs them.
 
-Scripts are the `lua/*.lua` files shipped inside the package; the trace scripts are each
-prefixed with the shared `_trace.lua` prelude. redis-py's `AsyncScript` keeps the SHA and
-reloads a script the server has lost (SCRIPT FLUSH, restart, failover); this module adds
-one thing on top, automatic pipelining: a call goes out at once when no other send is under
-way, and calls made meanwhile queue up and leave together as one pipeline when it returns.
-A lone writer pays no extra latency; many concurrent writers share round trips instead of
-paying one each. (`IN_FLIGHT` sends at once measured no better than one.)
+Scripts are the `lua/*.lua` files shipped inside the package. A script's first line may
+name the preludes it is prefixed with (`-- uses: _common _trace`): Lua has no include.
+redis-py's `AsyncScript` keeps the SHA and reloads a script the server has lost (SCRIPT
+FLUSH, restart, failover); this module adds automatic pipelining on top: a call goes out at
+once when no other send is under way, and calls made meanwhile queue up and leave together
+as one pipeline (at most `MAX_BATCH` calls) when it returns. A lone writer pays no extra
+latency; many concurrent writers share round trips. One send at a time also keeps a store's
+calls in the order they were numbered, which retry dedup relies on (`lua/_common.lua`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
+from enum import IntEnum
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -21,6 +24,21 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+MAX_BATCH = 128  # the dedup window of lua/_common.lua: a pipeline never holds more calls
+
+
+class Reply(IntEnum):
+    """The status codes scripts return first in their reply (`lua/_common.lua`)."""
+
+    OK = 0
+    MISMATCH = 1
+    COMPLETED = 2
+    NOT_FOUND = 3
+    CONFLICT = 4
+    NOT_CONTIGUOUS = 5
+    DUPLICATE = 6
+    STALE = 7
 
 
 def _lua_dir() -> Traversable:
@@ -32,93 +50,111 @@ def _lua_dir() -> Traversable:
 
 
 LUA_DIR = _lua_dir()
-IN_FLIGHT = 1
 
 
-def source(name: str, prelude: str | None = "_trace") -> str:
-    """The full text of script `name`: the prelude (if any), then the operation's own file."""
+def source(name: str) -> str:
+    """The full text of script `name`: the preludes its first line names, then its own."""
     text = (LUA_DIR / f"{name}.lua").read_text()
-    return text if prelude is None else (LUA_DIR / f"{prelude}.lua").read_text() + text
+    first = text.split("\n", 1)[0]
+    uses = first.removeprefix("-- uses:").split() if first.startswith("-- uses:") else []
+    return "".join((LUA_DIR / f"{prelude}.lua").read_text() for prelude in uses) + text
+
+
+class NotSent(Exception):
+    """A queued call that never left: it was not applied."""
 
 
 @dataclass(slots=True)
 class _Call:
     script: AsyncScript
-    keys: tuple[str, ...]
+    keys: tuple[Any, ...]
     args: tuple[Any, ...]
     future: asyncio.Future[Any]
 
 
 class ScriptRunner:
-    """Runs named scripts on one client, pipelining the calls that arrive concurrently."""
+    """Runs named scripts on one client, pipelining the calls that arrive concurrently.
 
-    def __init__(
-        self, client: Redis, names: tuple[str, ...], prelude: str | None = "_trace"
-    ) -> None:
+    A pipeline's own round trip is bounded by `timeout`: its callers are bounded by their
+    own deadlines, and the calls queued behind it must not wait forever.
+    """
+
+    def __init__(self, client: Redis, names: tuple[str, ...], timeout: float) -> None:
         self._client = client
-        self._scripts = {name: client.register_script(source(name, prelude)) for name in names}
-        self._queue: list[_Call] = []
-        self._in_flight = 0  # single calls and pipelines under way
+        self._scripts = {name: client.register_script(source(name)) for name in names}
+        self._timeout = timeout
+        self._queue: deque[_Call] = deque()
+        self._busy = False  # a single call or a pipeline is under way
         self._flushes: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    async def __call__(self, name: str, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         """Run script `name`; returns its reply or raises the server's error."""
         script = self._scripts[name]
-        if self._in_flight >= IN_FLIGHT:
-            call = _Call(script, keys, args, asyncio.get_running_loop().create_future())
-            self._queue.append(call)
-            return await call.future
-        self._in_flight += 1
+        if not self._busy:
+            self._busy = True
+            try:
+                return await script(keys, args)
+            finally:
+                self._busy = False
+                self._next()
+        call = _Call(script, keys, args, asyncio.get_running_loop().create_future())
+        self._queue.append(call)
         try:
-            return await script(keys, args)
-        finally:
-            self._in_flight -= 1
-            self._next()
+            return await call.future
+        except asyncio.CancelledError:
+            if call in self._queue:  # the caller gave up before it left: it never will
+                self._queue.remove(call)
+            raise
 
     def _next(self) -> None:
         """Send what queued up meanwhile as one pipeline."""
-        if not self._queue or self._in_flight >= IN_FLIGHT:
+        if not self._queue or self._busy:
             return
-        batch, self._queue = self._queue, []
-        self._in_flight += 1
+        count = min(len(self._queue), MAX_BATCH)
+        batch = [self._queue.popleft() for _ in range(count)]
+        self._busy = True
         task = asyncio.ensure_future(self._send(batch))
         self._flushes.add(task)
         task.add_done_callback(self._flushed)
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        self._in_flight -= 1
+        self._busy = False
         self._next()
 
     async def _send(self, batch: list[_Call]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for call in batch:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         try:
-            replies = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # the connection failed: every call in it failed
+            pipe = self._client.pipeline(transaction=False)
             for call in batch:
-                _fail(call, exc)
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        except Exception as exc:  # nothing left: every call fails, none is in doubt
+            for call in batch:
+                _fail(call, NotSent(f"the pipeline could not be built: {exc!r}"))
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                replies = await pipe.execute(raise_on_error=False)
+                for call, reply in zip(batch, replies, strict=True):
+                    await _settle(call, reply)
+        except BaseException as exc:  # the connection failed or stalled: all in doubt
+            for call in batch:
+                _fail(call, exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
             if not isinstance(exc, Exception):
                 raise
-            return
-        for call, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, NoScriptError):  # lost scripts: AsyncScript reloads them
-                await _settle(call, call.script(call.keys, call.args))
-            elif isinstance(reply, Exception):
-                _fail(call, reply)
-            elif not call.future.done():
-                call.future.set_result(reply)
 
 
 async def _settle(call: _Call, reply: Any) -> None:
-    try:
-        result = await reply
-    except Exception as exc:
-        _fail(call, exc)
-    else:
-        if not call.future.done():
-            call.future.set_result(result)
+    """Hand a call its reply; a script the server lost (NOSCRIPT) is sent again on its own,
+    and AsyncScript reloads it."""
+    if isinstance(reply, NoScriptError):
+        try:
+            reply = await call.script(call.keys, call.args)
+        except Exception as exc:
+            reply = exc
+    if isinstance(reply, Exception):
+        _fail(call, reply)
+    elif not call.future.done():
+        call.future.set_result(reply)
 
 
 def _fail(call: _Call, exc: BaseException) -> None:

@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from redis_checkpoint import InMemoryPersistenceStore, RedisPersistenceStore
-from redis_checkpoint.client import CLIENT_DEFAULTS
+from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.conformance import StoreFactory
 from redis_checkpoint.conformance.events import EventStoreFactory
 from redis_checkpoint.conformance.servers import ServerProcess, redis_binary, valkey_binary
@@ -67,79 +67,58 @@ def record_script_calls(store: Any) -> list[tuple[str, tuple[str, ...]]]:
     return calls
 
 
-async def _redis_factory(
-    client: Redis, kind: type[RedisPersistenceStore | RedisEventStore] = RedisPersistenceStore
-) -> AsyncIterator[StoreFactory]:
-    """Stores of `kind` on one fresh prefix: every store a test makes shares its data."""
-    prefix = fresh_prefix()
-
-    async def make(**options: Any) -> Any:
-        return kind(client, prefix=prefix, **options)
-
-    yield make
-    await client.aclose()
+def client(request: pytest.FixtureRequest, backend: str) -> Redis:
+    """A client of `backend` ("fakeredis", "redis" or "valkey", the latter two real servers
+    this session started)."""
+    if backend == "fakeredis":
+        fake: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        return fake
+    server: ServerProcess = request.getfixturevalue(f"{backend}_server")
+    return Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT))
 
 
-def _fakeredis() -> Redis:
-    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+BACKENDS = ["memory", "fakeredis", "redis", "valkey"]
 
 
-@pytest.fixture
-async def memory_stores() -> AsyncIterator[StoreFactory]:
-    shared: dict[str, InMemoryPersistenceStore] = {}
+@pytest.fixture(params=BACKENDS)
+async def checkpoint_stores(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Checkpoint stores of one backend; the stores one test makes share their data."""
+    if request.param == "memory":
+        shared: dict[str, InMemoryPersistenceStore] = {}
 
-    async def make(**options: Any) -> InMemoryPersistenceStore:
-        return shared.setdefault(repr(sorted(options.items())), InMemoryPersistenceStore(**options))
+        async def memory(**options: Any) -> InMemoryPersistenceStore:
+            key = repr(sorted(options.items()))
+            return shared.setdefault(key, InMemoryPersistenceStore(**options))
 
-    yield make
+        yield memory
+        return
+    redis, prefix = client(request, request.param), fresh_prefix()
 
-
-@pytest.fixture
-async def fakeredis_stores() -> AsyncIterator[StoreFactory]:
-    async for make in _redis_factory(_fakeredis()):
-        yield make
-
-
-@pytest.fixture
-async def redis_stores(redis_server: ServerProcess) -> AsyncIterator[StoreFactory]:
-    async for make in _redis_factory(Redis.from_url(redis_server.url, **CLIENT_DEFAULTS)):
-        yield make
-
-
-@pytest.fixture
-async def valkey_stores(valkey_server: ServerProcess) -> AsyncIterator[StoreFactory]:
-    async for make in _redis_factory(Redis.from_url(valkey_server.url, **CLIENT_DEFAULTS)):
-        yield make
-
-
-@pytest.fixture
-async def memory_event_stores() -> AsyncIterator[EventStoreFactory]:
-    store = InMemoryEventStore()
-
-    async def make() -> InMemoryEventStore:
-        return store
+    async def make(**options: Any) -> RedisPersistenceStore:
+        return RedisPersistenceStore(redis, prefix=prefix, **options)
 
     yield make
+    await redis.aclose()
 
 
-@pytest.fixture
-async def fakeredis_event_stores() -> AsyncIterator[EventStoreFactory]:
-    async for make in _redis_factory(_fakeredis(), RedisEventStore):
-        yield make
+@pytest.fixture(params=BACKENDS)
+async def event_stores(request: pytest.FixtureRequest) -> AsyncIterator[EventStoreFactory]:
+    """Event stores of one backend; the stores one test makes share their data."""
+    if request.param == "memory":
+        store = InMemoryEventStore()
 
+        async def memory() -> InMemoryEventStore:
+            return store
 
-@pytest.fixture
-async def redis_event_stores(redis_server: ServerProcess) -> AsyncIterator[EventStoreFactory]:
-    client = Redis.from_url(redis_server.url, **CLIENT_DEFAULTS)
-    async for make in _redis_factory(client, RedisEventStore):
-        yield make
+        yield memory
+        return
+    redis, prefix = client(request, request.param), fresh_prefix()
 
+    async def make() -> RedisEventStore:
+        return RedisEventStore(redis, prefix=prefix)
 
-@pytest.fixture
-async def valkey_event_stores(valkey_server: ServerProcess) -> AsyncIterator[EventStoreFactory]:
-    client = Redis.from_url(valkey_server.url, **CLIENT_DEFAULTS)
-    async for make in _redis_factory(client, RedisEventStore):
-        yield make
+    yield make
+    await redis.aclose()
 
 
 REAL_SERVERS = ["redis_server", "valkey_server"]

@@ -7,28 +7,10 @@ from redis_checkpoint.conformance.events import EventStoreConformance, EventStor
 from redis_checkpoint.conformance.visibility import VisibilityConformance
 
 
-class TestInMemory(EventStoreConformance, VisibilityConformance):
+class TestEventStores(EventStoreConformance, VisibilityConformance):
     @pytest.fixture
-    def make_store(self, memory_event_stores: EventStoreFactory) -> EventStoreFactory:
-        return memory_event_stores
-
-
-class TestFakeRedis(EventStoreConformance, VisibilityConformance):
-    @pytest.fixture
-    def make_store(self, fakeredis_event_stores: EventStoreFactory) -> EventStoreFactory:
-        return fakeredis_event_stores
-
-
-class TestRedis(EventStoreConformance, VisibilityConformance):
-    @pytest.fixture
-    def make_store(self, redis_event_stores: EventStoreFactory) -> EventStoreFactory:
-        return redis_event_stores
-
-
-class TestValkey(EventStoreConformance, VisibilityConformance):
-    @pytest.fixture
-    def make_store(self, valkey_event_stores: EventStoreFactory) -> EventStoreFactory:
-        return valkey_event_stores
+    def make_store(self, event_stores: EventStoreFactory) -> EventStoreFactory:
+        return event_stores
 
 
 def test_every_upstream_case_is_ported_under_its_name() -> None:

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from redis_checkpoint.client import CLIENT_DEFAULTS
+from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.conformance.aion import (
     TOKEN,
     T,
@@ -32,6 +32,7 @@ from redis_checkpoint.conformance.aion import (
 from redis_checkpoint.conformance.servers import ServerProcess
 from redis_checkpoint.events import (
     BackendError,
+    ConfigMismatch,
     EventBase,
     InMemoryEventStore,
     RedisEventStore,
@@ -41,6 +42,7 @@ from redis_checkpoint.events import (
     TimerId,
     WorkflowFilter,
 )
+from redis_checkpoint.scripts import Reply
 
 from .conftest import fresh_prefix, record_script_calls
 from .proxy import CuttingProxy
@@ -52,7 +54,7 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
         redis: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     else:
         server: ServerProcess = request.getfixturevalue(request.param)
-        redis = Redis.from_url(server.url, **CLIENT_DEFAULTS)
+        redis = Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT))
     yield redis
     await redis.aclose()
 
@@ -117,9 +119,15 @@ async def test_every_call_touches_one_cluster_slot(store: RedisEventStore) -> No
     await store.schedule_timer(parent, TimerId.named("t"), T(5))
     await store.retire_timer(parent, TimerId.named("t"), T(5))
     await store.put_package(rec("checkout", "a" * 64, b"x", 1))
-    await store.put_package_route("checkout", "b" * 64)
+    await store.put_package_route("checkout", "b" * 64)  # one command: atomic as it is
     await store.delete_package("checkout", "a" * 64)
-    assert len(calls) == 7
+    assert [name for name, _ in calls] == [
+        "append_events",
+        "append_events",
+        "retire_timer",
+        "put_package",
+        "delete_package",
+    ]
     for name, keys in calls:
         assert len({key_slot(k.encode()) for k in keys}) == 1, name
 
@@ -165,9 +173,9 @@ async def test_script_recognises_its_own_replayed_call(store: RedisEventStore) -
     wf = wid()
     keys = store.keys(wf)
     event = started(1, wf)
-    argv = (keys.workflow_id, 0, 0, b"same-tag", "", 1, "Started", 1, "checkout", "{}")
+    argv = (b"producer", 1, keys.workflow_id, 0, 0, "", 1, "Started", 1, "checkout", "{}")
     assert await store._run("append_events", keys.script, argv) == [0, b"1"]
-    assert await store._run("append_events", keys.script, argv) == [0, b"1"]  # the replay
+    assert await store._run("append_events", keys.script, argv) == [Reply.DUPLICATE, b""]
     with pytest.raises(SequenceConflict):  # a different call at the same head is a conflict
         await store.append(TOKEN, wf, [event], 0)
     assert await client_len(store, wf) == 1
@@ -270,8 +278,10 @@ async def test_server_down_is_unavailable_and_restart_recovers(
 
 async def test_shard_count_is_fixed_per_prefix(client: Redis) -> None:
     prefix = fresh_prefix()
-    await RedisEventStore(client, prefix=prefix, shards=8).list_active()
-    with pytest.raises(BackendError, match="set up with 8 shards"):
+    await RedisEventStore(client, prefix=prefix, shards=8).schedule_timer(
+        wid(), TimerId.named("t"), T(1)
+    )
+    with pytest.raises(ConfigMismatch, match="set up with 8 shards"):
         await RedisEventStore(client, prefix=prefix, shards=16).list_active()
 
 

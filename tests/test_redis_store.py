@@ -18,10 +18,12 @@ from redis_checkpoint import (
     RedisPersistenceStore,
     StoreUnavailable,
 )
-from redis_checkpoint.client import CLIENT_DEFAULTS
+from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
+from redis_checkpoint.codec import encode_envelope
 from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.checkpoints import HOSTILE_IDS
 from redis_checkpoint.conformance.servers import ServerProcess
+from redis_checkpoint.scripts import Reply
 
 from .conftest import fresh_prefix, record_script_calls
 from .proxy import CuttingProxy
@@ -29,7 +31,7 @@ from .proxy import CuttingProxy
 
 @pytest.fixture
 async def client(real_server: ServerProcess) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(real_server.url, **CLIENT_DEFAULTS)
+    redis = Redis.from_url(real_server.url, **client_defaults(DEFAULT_TIMEOUT))
     yield redis
     await redis.aclose()
 
@@ -56,7 +58,7 @@ async def test_every_call_touches_one_cluster_slot(store: RedisPersistenceStore)
         "delete",
     }
     for name, keys in calls:
-        assert len(keys) == 5 and len({key_slot(k.encode()) for k in keys}) == 1, name
+        assert len(keys) == 7 and len({key_slot(k.encode()) for k in keys}) == 1, name
 
 
 async def test_shard_count_is_fixed_per_prefix(client: Redis) -> None:
@@ -91,11 +93,12 @@ async def test_expired_traces_leave_the_shard_indexes(client: Redis) -> None:
     assert await client.zrange(keys.expiry, 0, -1) == [b"new"]
 
 
-async def test_retried_call_is_applied_once(store: RedisPersistenceStore) -> None:
+async def test_a_copy_of_an_applied_call_is_recognised(store: RedisPersistenceStore) -> None:
     keys = store.keys("trace-1")
-    argv = (keys.raw_id, 1, 0, 0, "Flow", "1.0", b"same-tag", b"\x97\x01\xc0\xa1x\x00\xc0\xc0\xa11")
+    blob = encode_envelope(envelope())
+    argv = (b"producer", 7, keys.raw_id, 0, 0, b"", 1000, b"Flow", b"1.0", blob)
     assert await store._run("append", keys.script, argv) == [0, 1]
-    assert await store._run("append", keys.script, argv) == [0, -1]  # the replay is recognised
+    assert await store._run("append", keys.script, argv) == [Reply.DUPLICATE, b""]
     trace = await store.load("trace-1")
     assert trace is not None and len(trace.events) == 1
 

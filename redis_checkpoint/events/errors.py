@@ -1,17 +1,24 @@
-"""Aion's `StoreError` set, plus one addition for bad arguments.
+"""Aion's `StoreError` set, plus the failures both stores of this package share. Each class
+also derives from the neutral base in `..failures` that the checkpoint tree shares.
 
 StoreError
 ├── SequenceConflict      the stored head is not `expected_seq` (stale or ahead); nothing written
 ├── NotFoundError         reserved upstream; no 0.6.x method raises it
 ├── BackendError          the server failed or refused; non-contiguous seqs; a malformed run chain
-│   └── StoreUnavailableError (also ConnectionError)   the server could not be reached
-├── SerializationError    data that does not decode (stored JSON, ids, timestamps)
-└── InvalidArgument (also ValueError)   an argument the store cannot take; nothing written
+│   ├── StoreUnavailableError (Unavailable, ConnectionError)   unreachable, or no reply in time
+│   ├── PermissionDenied (Denied)          wrong credentials, or an ACL refused a command
+│   ├── CorruptRecord (Corrupt)            a key of the wrong type, entries the store did not write
+│   └── ConfigMismatch (Misconfigured)     a store opened with another shard count
+├── SerializationError    stored data that does not decode (events, ids, timestamps)
+├── InvalidArgument (BadArgument, ValueError)   an argument the store cannot take; nothing written
+└── StoreClosed (Closed)  the store was closed
 """
 
 from __future__ import annotations
 
 from uuid import UUID
+
+from ..failures import BadArgument, Closed, Corrupt, Denied, ErrorTree, Misconfigured, Unavailable
 
 
 class StoreError(Exception):
@@ -51,13 +58,40 @@ class BackendError(StoreError):
     """The backend failed, or the stored data breaks an invariant (e.g. the run chain)."""
 
 
-class StoreUnavailableError(BackendError, ConnectionError):
-    """The server could not be reached after the client's bounded retries."""
+class StoreUnavailableError(BackendError, Unavailable):
+    """The server could not be reached, or did not answer within the call's deadline."""
+
+
+class PermissionDenied(BackendError, Denied):
+    """Authentication failed, or an ACL refused a command (named in the message)."""
+
+
+class CorruptRecord(BackendError, Corrupt):
+    """A key holds data this store did not write (a wrong type, foreign stream entries)."""
+
+
+class ConfigMismatch(BackendError, Misconfigured):
+    """The prefix was set up with another shard count; opening it would misplace keys."""
 
 
 class SerializationError(StoreError):
     """Encoding or decoding across the store boundary failed."""
 
 
-class InvalidArgument(StoreError, ValueError):
+class InvalidArgument(StoreError, BadArgument):
     """An argument the store cannot take (wrong type, out of range); nothing was written."""
+
+
+class StoreClosed(StoreError, Closed):
+    """The store was closed with `aclose()`."""
+
+
+TREE = ErrorTree(
+    invalid=InvalidArgument,
+    unavailable=StoreUnavailableError,
+    denied=PermissionDenied,
+    closed=StoreClosed,
+    corrupt=CorruptRecord,
+    mismatch=ConfigMismatch,
+    refused=BackendError,
+)

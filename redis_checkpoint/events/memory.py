@@ -11,17 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from .codec import (
-    as_instant,
-    as_limit,
-    as_seq,
-    as_text,
-    as_timer_id,
-    as_workflow_id,
-    check_append,
-    check_instance,
-    contiguity_error,
-)
+from . import arguments
+from .arguments import check, contiguity_error
 from .errors import BackendError, SequenceConflict
 from .models import ChildWorkflowStarted, EventBase, TimerId, dump_event, parse_event
 from .protocol import WriteToken
@@ -68,7 +59,7 @@ class InMemoryEventStore:
         expected_seq: int,
     ) -> None:
         """See `WritableEventStore.append`."""
-        wf, batch, expected = check_append(token, workflow_id, events, expected_seq)
+        wf, batch, expected = arguments.append(token, workflow_id, events, expected_seq)
         history = self._histories.get(wf, [])
         if len(history) != expected:
             raise SequenceConflict(expected, len(history))
@@ -87,9 +78,9 @@ class InMemoryEventStore:
     async def read_history_from(
         self, workflow_id: UUID, from_seq: int, *, limit: int | None = None
     ) -> list[EventBase]:
-        history = self._histories.get(as_workflow_id(workflow_id), [])
-        start = max(as_seq(from_seq, "from_seq"), 1) - 1
-        end = None if limit is None else start + as_limit(limit)
+        history = self._histories.get(arguments.workflow_id(workflow_id), [])
+        start = max(arguments.seq(from_seq, "from_seq"), 1) - 1
+        end = None if limit is None else start + arguments.limit(limit)
         return [parse_event(raw) for raw in history[start:end]]
 
     async def read_run_chain(self, workflow_id: UUID) -> list[RunSummary]:
@@ -118,11 +109,11 @@ class InMemoryEventStore:
         return sorted(found, key=lambda s: (s.started_at, str(s.workflow_id)))
 
     async def schedule_timer(self, workflow_id: UUID, timer_id: TimerId, fire_at: datetime) -> None:
-        key = (as_workflow_id(workflow_id), as_timer_id(timer_id))
-        self._timers[key] = as_instant(fire_at, "fire_at")
+        key = (arguments.workflow_id(workflow_id), arguments.timer_id(timer_id))
+        self._timers[key] = arguments.instant(fire_at, "fire_at")
 
     async def expired_timers(self, as_of: datetime) -> list[TimerEntry]:
-        limit = as_instant(as_of, "as_of")
+        limit = arguments.instant(as_of, "as_of")
         due = [
             TimerEntry(workflow_id=wf, timer_id=timer, fire_at=at)
             for (wf, timer), at in self._timers.items()
@@ -132,14 +123,14 @@ class InMemoryEventStore:
 
     async def retire_timer(self, workflow_id: UUID, timer_id: TimerId, fire_at: datetime) -> bool:
         """Delete the timer row if it still fires at `fire_at`; False if re-armed or absent."""
-        key = (as_workflow_id(workflow_id), as_timer_id(timer_id))
-        if self._timers.get(key) != as_instant(fire_at, "fire_at"):
+        key = (arguments.workflow_id(workflow_id), arguments.timer_id(timer_id))
+        if self._timers.get(key) != arguments.instant(fire_at, "fire_at"):
             return False
         del self._timers[key]
         return True
 
     async def put_package(self, record: PackageRecord) -> None:
-        check_instance(record, PackageRecord)
+        check.instance(record, PackageRecord, "record")
         self._packages[record.workflow_type, record.content_hash] = record.model_copy()
         self._routes[record.workflow_type] = record.content_hash
 
@@ -147,12 +138,12 @@ class InMemoryEventStore:
         return sorted((p.model_copy() for p in self._packages.values()), key=PackageRecord.sort_key)
 
     async def delete_package(self, workflow_type: str, content_hash: str) -> None:
-        key = (as_text(workflow_type, "workflow_type"), as_text(content_hash, "content_hash"))
+        key = (check.text(workflow_type, "workflow_type"), check.text(content_hash, "content_hash"))
         self._packages.pop(key, None)
 
     async def put_package_route(self, workflow_type: str, content_hash: str) -> None:
-        key = as_text(workflow_type, "workflow_type")
-        self._routes[key] = as_text(content_hash, "content_hash")
+        key = check.text(workflow_type, "workflow_type")
+        self._routes[key] = check.text(content_hash, "content_hash")
 
     async def list_package_routes(self) -> list[PackageRouteRecord]:
         return [
@@ -161,7 +152,7 @@ class InMemoryEventStore:
         ]
 
     async def record_visibility(self, record: VisibilityRecord) -> None:
-        check_instance(record, VisibilityRecord)
+        check.instance(record, VisibilityRecord, "record")
         self._visibility[record.workflow_id] = record.model_copy(deep=True)
 
     async def list_workflows(self, filter: ListWorkflowsFilter) -> list[VisibilityRecord]:

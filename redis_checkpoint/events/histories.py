@@ -1,0 +1,172 @@
+"""Workflow histories on Redis: fenced appends, range reads, run chains and the listings
+that read the append script's projection (`lua/append_events.lua`).
+
+A history is a stream with entry ids `0-<seq>`, next to a projection hash (head, status,
+type, start and end times), under the hash tag of the workflow's virtual shard, beside the
+shard's indexes (workflow ids, active workflows, parent links). Listings fan out over the
+shards in one pipeline and read projections and indexes, never histories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from ..client import RedisBacked, reading, writing
+from ..keys import WorkflowKeys, shard_keys
+from ..scripts import Reply
+from . import arguments
+from .encoding import from_micros, micros, projection_fields
+from .errors import TREE, BackendError, InvalidArgument, SequenceConflict, SerializationError
+from .models import EventBase, WorkflowStatus, dump_event, parse_event
+from .protocol import WriteToken
+from .records import RunSummary, WorkflowFilter, WorkflowSummary, run_chain_from_history
+
+UUID_TEXT = 36
+
+
+class Histories(RedisBacked):
+    """`ReadableEventStore` (less timers) and `WritableEventStore` on Redis."""
+
+    _completed_ttl: int
+
+    def keys(self, workflow_id: UUID) -> WorkflowKeys:
+        """The keys of a workflow (all in one cluster slot)."""
+        return WorkflowKeys.build(self.prefix, self.shards, arguments.workflow_id(workflow_id))
+
+    @writing
+    async def append(
+        self,
+        token: WriteToken,
+        workflow_id: UUID,
+        events: Sequence[EventBase],
+        expected_seq: int,
+    ) -> None:
+        """See `WritableEventStore.append`: one script call, all or nothing.
+
+        A call re-sent after a lost reply is applied once: an attempt that finds the call
+        already applied reports success, not a conflict.
+        """
+        wf, batch, expected = arguments.append(token, workflow_id, events, expected_seq)
+        keys = self.keys(wf)
+        error = arguments.contiguity_error(batch, expected)
+        args: list[Any] = [keys.workflow_id, expected, self._completed_ttl, error or ""]
+        for event in () if error else batch:
+            kind, extra = projection_fields(event)
+            args += (event.seq, kind, micros(event.recorded_at), extra, dump_event(event).encode())
+        code, detail = await self._write("append_events", keys.script, args)
+        if code == Reply.STALE:
+            raise TREE.unavailable("a copy of this append arrived too late to tell its outcome")
+        if code == Reply.CONFLICT:
+            raise SequenceConflict(expected, int(detail))
+        if code == Reply.NOT_CONTIGUOUS:
+            raise BackendError(detail.decode())
+
+    @reading
+    async def read_history(self, workflow_id: UUID) -> list[EventBase]:
+        """See `ReadableEventStore.read_history`."""
+        return await self._range(workflow_id, 1, None)
+
+    @reading
+    async def read_history_from(
+        self, workflow_id: UUID, from_seq: int, *, limit: int | None = None
+    ) -> list[EventBase]:
+        """See `ReadableEventStore.read_history_from`: one XRANGE from entry `0-<from_seq>`,
+        at most `limit` events if given (an addition: page through a long history)."""
+        return await self._range(workflow_id, from_seq, limit)
+
+    async def _range(self, workflow_id: UUID, from_seq: int, limit: int | None) -> list[EventBase]:
+        keys = self.keys(workflow_id)
+        start = max(arguments.seq(from_seq, "from_seq"), 1)
+        command: tuple[Any, ...] = ("XRANGE", keys.history, f"0-{start}", "+")
+        if limit is not None:
+            command += ("COUNT", arguments.limit(limit))
+        [entries] = await self._read([command])
+        return [_decode(keys.history, fields) for _, fields in entries]
+
+    @reading
+    async def read_run_chain(self, workflow_id: UUID) -> list[RunSummary]:
+        """See `ReadableEventStore.read_run_chain`: reads only the lifecycle events."""
+        keys = self.keys(workflow_id)
+        [seqs] = await self._read([("LRANGE", keys.runs, 0, -1)])
+        ranges = [("XRANGE", keys.history, f"0-{s.decode()}", f"0-{s.decode()}") for s in seqs]
+        found = await self._read(ranges) if ranges else []
+        events = [_decode(keys.history, entry[0][1]) for entry in found if entry]
+        return run_chain_from_history(events)
+
+    @reading
+    async def list_workflow_ids(self) -> list[UUID]:
+        """See `ReadableEventStore.list_workflow_ids`. Expired workflows leave the indexes
+        (and their parent links) as they are found."""
+        ids = await self._index("workflows")
+        exists = await self._read([("EXISTS", self.keys(wf).meta) for wf in ids])
+        dead = [wf for wf, found in zip(ids, exists, strict=True) if not found]
+        for wf in dead:
+            keys = self.keys(wf)
+            [links] = await self._read([("ZRANGE", keys.parents, 0, -1)])
+            mine = [link for link in links if link[UUID_TEXT:].decode() == keys.workflow_id]
+            indexes = [(keys.workflows, keys.workflow_id), (keys.active, keys.workflow_id)]
+            await self._forget(keys.meta, [*indexes, *((keys.parents, link) for link in mine)])
+        return [wf for wf, found in zip(ids, exists, strict=True) if found]
+
+    @reading
+    async def list_active(self) -> list[UUID]:
+        """See `ReadableEventStore.list_active`."""
+        return await self._index("active")
+
+    async def _index(self, name: str) -> list[UUID]:
+        """Every shard's `name` index, merged, by id text."""
+        keys = shard_keys(self.prefix, self.shards, name)
+        pages = await self._read([("ZRANGE", key, 0, -1) for key in keys])
+        return sorted((UUID(raw.decode()) for page in pages for raw in page), key=str)
+
+    @reading
+    async def query(self, filter: WorkflowFilter) -> list[WorkflowSummary]:
+        """See `ReadableEventStore.query`: from the projections, by (started_at, id text).
+
+        A parent filter reads the parent's children set; a Running filter the active index.
+        """
+        if not isinstance(filter, WorkflowFilter):
+            raise InvalidArgument(f"filter must be a WorkflowFilter, got {filter!r}")
+        if filter.parent is not None:
+            [children] = await self._read([("SMEMBERS", self.keys(filter.parent).children)])
+            candidates = [UUID(raw.decode()) for raw in children]
+        elif filter.status is not None and not filter.status.is_terminal:
+            candidates = await self._index("active")
+        else:
+            candidates = await self._index("workflows")
+        summaries = [s for s in await self._summaries(candidates) if filter.matches(s)]
+        return sorted(summaries, key=lambda s: (s.started_at, str(s.workflow_id)))
+
+    async def _summaries(self, ids: list[UUID]) -> list[WorkflowSummary]:
+        """The projections of `ids` with their parents; unstarted workflows are left out."""
+        metas = [("HMGET", self.keys(wf).meta, "type", "status", "started", "ended") for wf in ids]
+        links = [("ZRANGE", key, 0, -1) for key in shard_keys(self.prefix, self.shards, "parents")]
+        replies = await self._read([*metas, *links])
+        parents: dict[str, str] = {}  # several parents: the lowest id, as InMemoryEventStore
+        for link in sorted(raw.decode() for members in replies[len(ids) :] for raw in members):
+            parents.setdefault(link[:UUID_TEXT], link[UUID_TEXT:])
+        summaries = []
+        for wf, (kind, status, started, ended) in zip(ids, replies[: len(ids)], strict=True):
+            if started is None:
+                continue
+            parent = parents.get(str(wf))
+            summaries.append(
+                WorkflowSummary(
+                    workflow_id=wf,
+                    workflow_type=kind.decode(),
+                    status=WorkflowStatus((status or b"Running").decode()),
+                    started_at=from_micros(int(started)),
+                    ended_at=None if ended is None else from_micros(int(ended)),
+                    parent=None if parent is None else UUID(parent),
+                )
+            )
+        return summaries
+
+
+def _decode(key: str, fields: list[bytes]) -> EventBase:
+    try:
+        return parse_event(fields[1])
+    except (SerializationError, IndexError) as exc:
+        raise SerializationError(f"undecodable event at key {key!r}: {exc}") from None
