@@ -169,6 +169,19 @@ async def test_expired_workflows_leave_the_indexes(client: Redis) -> None:
     assert set(await store.list_active()) == {done, running}
 
 
+async def test_forgetting_an_expired_parent_drops_its_links(client: Redis) -> None:
+    store = RedisEventStore(client, prefix=fresh_prefix(), shards=1, completed_ttl=60)
+    parent, child, other = wid(), wid(), wid()
+    await store.append(TOKEN, parent, [started(1, parent), child_started(2, parent, child)], 0)
+    await store.append(TOKEN, other, [started(1, other), child_started(2, other, child)], 0)
+    links = store.keys(parent).parents
+    assert await client.zcard(links) == 2
+    await store.append(TOKEN, parent, [completed(3, parent)], 2)
+    await client.delete(*store.keys(parent).own)  # as if completed_ttl ran out
+    assert parent not in await store.list_workflow_ids()
+    assert await client.zrange(links, 0, -1) == [f"{child}{other}".encode()]
+
+
 async def test_script_recognises_its_own_replayed_call(store: RedisEventStore) -> None:
     wf = wid()
     keys = store.keys(wf)

@@ -138,3 +138,34 @@ def test_decoding_foreign_bytes_fails(fields: object) -> None:
 
     with pytest.raises(ValueError):
         decode_envelope(msgpack.packb(fields), "t", "c")
+
+
+@pytest.mark.parametrize("field", ["circuit", "outcome_kind", "trace_id"])
+def test_empty_circuit_outcome_and_trace_id_are_refused(field: str) -> None:
+    from redis_checkpoint.conformance import envelope
+
+    values = envelope().model_dump() | {field: ""}
+    with pytest.raises(ValueError, match=field):
+        PersistenceEnvelope(**values)
+
+
+def test_both_trees_export_the_same_shared_failures() -> None:
+    import redis_checkpoint
+    import redis_checkpoint.events as events
+    from redis_checkpoint import failures
+
+    for name in ("PermissionDenied", "StoreClosed", "CorruptRecord", "ConfigMismatch"):
+        assert name in redis_checkpoint.__all__ and name in events.__all__
+    pairs = [
+        (redis_checkpoint.InvalidInput, events.InvalidArgument, failures.BadArgument),
+        (redis_checkpoint.StoreUnavailable, events.StoreUnavailableError, failures.Unavailable),
+        (redis_checkpoint.PermissionDenied, events.PermissionDenied, failures.Denied),
+        (redis_checkpoint.StoreClosed, events.StoreClosed, failures.Closed),
+        (redis_checkpoint.CorruptRecord, events.CorruptRecord, failures.Corrupt),
+    ]
+    for ours, theirs, neutral in pairs:
+        assert issubclass(ours, neutral) and issubclass(theirs, neutral)
+        assert issubclass(ours, redis_checkpoint.PersistenceError)
+        assert issubclass(theirs, events.StoreError)
+        assert not issubclass(ours, events.StoreError)
+        assert not issubclass(theirs, redis_checkpoint.PersistenceError)

@@ -75,8 +75,8 @@ def steps(trace: PersistedTrace | None) -> list[tuple[int, str]]:
     return [(e.step, e.outcome_kind) for e in trace.events]
 
 
-class CheckpointConformance:
-    """The PersistenceStore contract. Subclasses provide the `make_store` fixture."""
+class _Contract:
+    """The PersistenceStore contract as Ranvier defines it."""
 
     #: How much longer than a TTL to wait before asserting expiry.
     expiry_margin = 0.15
@@ -468,3 +468,100 @@ class CheckpointConformance:
 
 def _absent() -> PersistedTrace:
     raise AssertionError("trace missing")
+
+
+class HardeningConformance:
+    """Bad input fails alone and writes nothing; listings are exact; batches are bounded.
+    Mixed into `CheckpointConformance`."""
+
+    async def test_a_bad_call_fails_alone_among_concurrent_ones(
+        self, store: ManagedPersistenceStore
+    ) -> None:
+        bad = envelope(step=99).model_copy(update={"circuit": "\ud800"})  # not validated
+        results = await asyncio.gather(
+            *(store.append(envelope(step=s)) for s in range(10)),
+            store.append(bad),
+            return_exceptions=True,
+        )
+        assert results[:10] == [None] * 10
+        assert isinstance(results[10], InvalidInput) and "circuit" in str(results[10])
+        assert [e.step for e in (await store.load("trace-1") or _absent()).events] == list(
+            range(10)
+        )
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"step": -1},
+            {"step": 2**64},
+            {"timestamp_ms": "now"},
+            {"outcome_kind": ""},
+            {"payload": {1: "int key"}},
+            {"payload": {"a set": {1}}},
+        ],
+    )
+    async def test_envelopes_from_model_construct_are_checked(
+        self, store: ManagedPersistenceStore, fields: dict[str, Any]
+    ) -> None:
+        values = envelope(step=2).model_dump() | fields
+        await store.append(envelope(step=1))
+        with pytest.raises(InvalidEnvelope):
+            await store.append(PersistenceEnvelope.model_construct(**values))
+        assert steps(await store.load("trace-1")) == [(1, "Next")]  # still loadable
+
+    async def test_append_many_takes_any_iterable_and_bounds_the_batch(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store(max_batch_bytes=4 * 1024)
+        await store.append_many(envelope(step=s) for s in range(3))
+        with pytest.raises(InvalidInput, match="max_batch_bytes"):
+            await store.append_many([envelope_of_size(1000, "trace-1") for _ in range(5)])
+        assert [e.step for e in (await store.load("trace-1") or _absent()).events] == [0, 1, 2]
+
+    @pytest.mark.parametrize(
+        "options", [{"page": -1}, {"page": 0}, {"completed": "yes"}, {"circuit": 123}]
+    )
+    async def test_listing_arguments_are_checked(
+        self, store: ManagedPersistenceStore, options: dict[str, Any]
+    ) -> None:
+        await store.append(envelope())
+        with pytest.raises(InvalidInput):
+            [s async for s in store.iter_traces(**options)]
+
+    async def test_listing_in_small_pages_is_the_same_listing(
+        self, store: ManagedPersistenceStore
+    ) -> None:
+        for n in range(23):
+            await store.append(envelope(f"t{n}", step=n))
+        whole = [s.trace_id async for s in store.iter_traces(page=100)]
+        assert [s.trace_id async for s in store.iter_traces(page=3)] == whole
+        assert sorted(whole) == sorted(f"t{n}" for n in range(23))
+
+    async def test_idempotency_key_applies_a_write_once(
+        self, store: ManagedPersistenceStore
+    ) -> None:
+        first = envelope(step=1, payload="once")
+        await store.append(first, idempotency_key="k1")
+        await store.append(first, idempotency_key="k1")  # the application's retry
+        await store.append_many([envelope(step=2), envelope(step=3)], idempotency_key="k2")
+        await store.append_many([envelope(step=2), envelope(step=3)], idempotency_key="k2")
+        item = Intervention(target_node="n", timestamp_ms=1)
+        await store.save_intervention("trace-1", item, idempotency_key="k3")
+        await store.save_intervention("trace-1", item, idempotency_key="k3")
+        await store.append(first, idempotency_key="k4")  # another key is another write
+        trace = await store.load("trace-1")
+        assert trace is not None and [e.step for e in trace.events] == [1, 1, 2, 3]
+        assert trace.interventions == [item]
+
+    async def test_iter_events_streams_in_append_order(
+        self, store: ManagedPersistenceStore
+    ) -> None:
+        written = [envelope(step=s % 5, payload=s) for s in range(12)]
+        await store.append_many(written)
+        assert [e async for e in store.iter_events("trace-1")] == written
+        assert [e async for e in store.iter_events("unknown")] == []
+
+
+class CheckpointConformance(_Contract, HardeningConformance):
+    """The PersistenceStore contract and this package's hardening. Subclasses provide the
+    `make_store` fixture."""

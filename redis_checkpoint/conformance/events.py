@@ -458,6 +458,7 @@ class EventStoreConformance:
             (TOKEN, wf, [started(1, wf).model_dump()], 0),
             (TOKEN, wf, [started(1, wf)], -1),
             (TOKEN, wf, [started(1, wf)], True),
+            (TOKEN, wf, [started(1, wid())], 0),  # an event of another workflow
         ]:
             with pytest.raises(InvalidArgument):
                 await store.append(token, workflow, events, expected)
