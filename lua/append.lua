@@ -17,7 +17,10 @@ for i = 10, #ARGV do
   -- Explicit ids 0-<ordinal>: append order is the entry id, so reads by position are cheap.
   redis.call('XADD', KEYS[1], '0-' .. n, 'e', ARGV[i])
 end
-if not m[1] then redis.call('HSET', KEYS[2], 'created', now) end
+if not m[1] then -- a new trace; dedup state a delete left to expire now lives with it
+  redis.call('HSET', KEYS[2], 'created', now)
+  if ttl == 0 then redis.call('PERSIST', KEYS[4]) end
+end
 redis.call('HSET', KEYS[2], 'circuit', circuit, 'version', ARGV[9], 'n', n, 'updated', now)
 applied(ttl)
 return {OK, n}

@@ -59,16 +59,6 @@ def redact(text: str, url: str = "") -> str:
     return CREDENTIALS.sub(r"\1***@", text)
 
 
-def check_url(url: str) -> None:
-    """ValueError for a redis:// or rediss:// URL whose port or database redis-py would misread
-    (it takes db 0 for `/abc`). Other schemes are left to `connect`; unix:// paths are files."""
-    if url.lower().startswith(("redis://", "rediss://")):
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (reading it raises ValueError for a bad port)
-        if not re.fullmatch(r"/?|/[0-9]+", parts.path):
-            raise ValueError(f"the path must be a database number such as /0, not {parts.path!r}")
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -208,10 +198,6 @@ def fail(message: str, url: str, status: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        check_url(args.url)
-    except ValueError as exc:
-        return fail(f"invalid URL {args.url}: {exc}", args.url, 2)
     try:
         status = asyncio.run(main_async(args))
         sys.stdout.flush()  # a closed pipe (`| head`) fails here, not at interpreter exit

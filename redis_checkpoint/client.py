@@ -8,6 +8,7 @@ import asyncio
 import functools
 import itertools
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -94,12 +95,12 @@ def connect(
         )
     try:
         _ = parts.port  # raises on a port that is not a number in 0..65535
-        db = parts.path.strip("/") if parts.scheme != "unix" else "0"
-        if db and not db.isdigit():
-            raise ValueError(f"the database must be a number, got {db!r}")
+        # redis-py quietly takes db 0 for `/abc`; unix:// paths are files.
+        if parts.scheme != "unix" and not re.fullmatch(r"/?|/[0-9]+", parts.path):
+            raise ValueError(f"the path must be a database number such as /0, not {parts.path!r}")
         return Redis.from_url(url, **{**client_defaults(timeout), **(options or {})})
     except ValueError as exc:
-        raise errors.invalid(f"bad URL {_redacted(url)}: {exc}") from None
+        raise errors.invalid(f"invalid URL {_redacted(url)}: {exc}") from None
 
 
 def _redacted(url: str) -> str:
@@ -265,9 +266,11 @@ class RedisBacked:
             return self.errors.corrupt(keys[0], str(exc))
         return self.errors.refused(f"Redis refused the call: {exc}")
 
-    async def _read(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run read commands in one round trip; their raw replies (a bytes command name skips
-        redis-py's reply callbacks). A wrong-typed key is corrupt data, naming it."""
+    async def _commands(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run commands in one round trip (reads, or a write that is one command: atomic and
+        idempotent as it is); their raw replies (a bytes command name skips redis-py's reply
+        callbacks). A wrong-typed key is corrupt data, naming it. Writers record the shard
+        count first (`_configure(write=True)`)."""
         await self._configure(write=False)
         async with self.redis.pipeline(transaction=False) as pipe:
             for name, *args in commands:

@@ -19,7 +19,7 @@ from .client import pairs
 from .keys import shard_keys
 
 PASSES = 8  # passes over what moved during the previous one, at most
-Read = Callable[[Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]  # RedisBacked._read
+Read = Callable[[Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]  # RedisBacked._commands
 
 
 @dataclass

@@ -350,7 +350,7 @@ class RedisPersistenceStore(RedisBacked):
         page = check.integer(page, "page", 1, 10_000)
         async with self.deadline(write=False):
             await self._configure(write=False)
-        ids = aiter(iter_index(self._read, self.prefix, self.shards, "traces", page))
+        ids = aiter(iter_index(self._commands, self.prefix, self.shards, "traces", page))
         while True:
             async with self.deadline(write=False):
                 batch = [raw async for raw in _take(ids, page)]

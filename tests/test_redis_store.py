@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from unittest import mock
 
 import pytest
 from redis.asyncio import Redis
@@ -12,12 +14,12 @@ from redis.crc import key_slot
 
 from redis_checkpoint import (
     CompletionState,
-    ConfigMismatch,
     CorruptRecord,
     Intervention,
     RedisPersistenceStore,
     StoreUnavailable,
 )
+from redis_checkpoint import redis_store as checkpoint_module
 from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.codec import encode_envelope
 from redis_checkpoint.conformance import envelope
@@ -26,7 +28,6 @@ from redis_checkpoint.conformance.servers import ServerProcess
 from redis_checkpoint.scripts import Reply
 
 from .conftest import fresh_prefix, record_script_calls
-from .proxy import CuttingProxy
 
 
 @pytest.fixture
@@ -61,17 +62,6 @@ async def test_every_call_touches_one_cluster_slot(store: RedisPersistenceStore)
         assert len(keys) == 7 and len({key_slot(k.encode()) for k in keys}) == 1, name
 
 
-async def test_shard_count_is_fixed_per_prefix(client: Redis) -> None:
-    prefix = fresh_prefix()
-    await RedisPersistenceStore(client, prefix=prefix, shards=64).append(envelope())
-    with pytest.raises(ConfigMismatch, match=r"set up with 64 shards.*shards=64"):
-        await RedisPersistenceStore(client, prefix=prefix, shards=32).load("trace-1")
-    with pytest.raises(ConfigMismatch):
-        async with RedisPersistenceStore(client, prefix=prefix, shards=8):
-            pass
-    assert await RedisPersistenceStore(client, prefix=prefix, shards=64).load("trace-1")
-
-
 async def test_ttl_is_set_on_every_key_by_the_write(client: Redis) -> None:
     store = RedisPersistenceStore(client, prefix=fresh_prefix(), ttl=60, completed_ttl=5)
     await store.append(envelope())
@@ -101,45 +91,6 @@ async def test_a_copy_of_an_applied_call_is_recognised(store: RedisPersistenceSt
     assert await store._run("append", keys.script, argv) == [Reply.DUPLICATE, b""]
     trace = await store.load("trace-1")
     assert trace is not None and len(trace.events) == 1
-
-
-@pytest.mark.parametrize("writers", [1, 8])
-async def test_reply_lost_after_apply_is_not_applied_twice(
-    real_server: ServerProcess, writers: int
-) -> None:
-    async with CuttingProxy(real_server.port) as proxy:
-        store = RedisPersistenceStore.from_url(proxy.url, prefix=fresh_prefix())
-        await store.append(envelope(step=0))  # connect and load the script first
-        await store.save_intervention("trace-1", Intervention(target_node="n", timestamp_ms=1))
-        proxy.cut_on = b"EVALSHA"
-        await asyncio.gather(
-            *(store.append(envelope(step=1, kind=f"w{w}")) for w in range(writers))
-        )
-        proxy.cut_on = b"EVALSHA"
-        await store.save_intervention("trace-1", Intervention(target_node="m", timestamp_ms=2))
-        trace = await store.load("trace-1")
-        await store.aclose()
-    assert proxy.connections >= 3  # the cuts really happened and the client reconnected
-    assert trace is not None
-    assert sorted(e.outcome_kind for e in trace.events) == ["Next"] + [
-        f"w{w}" for w in range(writers)
-    ]
-    assert [i.target_node for i in trace.interventions] == ["n", "m"]
-
-
-async def test_scripts_flushed_from_the_server_are_reloaded(
-    store: RedisPersistenceStore, client: Redis
-) -> None:
-    await store.append(envelope(step=1))
-    await client.script_flush()
-    await store.append(envelope(step=2))  # one call on its own
-    await client.script_flush()
-    await asyncio.gather(*(store.append(envelope(step=s)) for s in range(3, 10)))  # a pipeline
-    await client.script_flush()
-    await store.complete("trace-1", CompletionState.SUCCESS)
-    trace = await store.load("trace-1")
-    assert trace is not None and [e.step for e in trace.events] == list(range(1, 10))
-    assert trace.completion is CompletionState.SUCCESS
 
 
 @pytest.mark.parametrize("part", ["meta", "stream", "interventions"])
@@ -182,23 +133,6 @@ async def test_corrupt_index_fails_the_write_before_anything_is_written(
     with pytest.raises(CorruptRecord, match="traces"):
         await store.append(envelope())
     assert await client.exists(keys.stream, keys.meta) == 0
-
-
-async def test_server_down_is_store_unavailable_and_restart_recovers(
-    server_factory: Callable[[str], ServerProcess],
-) -> None:
-    server = server_factory("redis-server")
-    store = RedisPersistenceStore.from_url(server.url, prefix="p")
-    await store.append(envelope(step=1))
-    server.stop()
-    for call in (store.append(envelope(step=2)), store.load("trace-1"), store.delete("x")):
-        with pytest.raises(StoreUnavailable):
-            await asyncio.wait_for(call, timeout=20)  # a hang guard, not a speed check
-    server.start()  # an empty server: no data, no scripts
-    await store.append(envelope(step=3))
-    trace = await store.load("trace-1")
-    assert trace is not None and [e.step for e in trace.events] == [3]
-    await store.aclose()
 
 
 async def test_from_url_rejects_unknown_schemes() -> None:
@@ -262,3 +196,110 @@ async def test_server_refusals_are_not_reported_as_corruption(
         await store.append(envelope(step=2))
         trace = await store.load("trace-1")
         assert trace is not None and [e.step for e in trace.events] == [1, 2]
+
+
+# -- listings --------------------------------------------------------------------------
+
+
+async def test_listing_skips_no_live_trace_among_expired_ones(client: Redis) -> None:
+    redis, prefix = client, fresh_prefix()
+    live = RedisPersistenceStore(redis, prefix=prefix, shards=1)
+    dying = RedisPersistenceStore(redis, prefix=prefix, shards=1, ttl=0.05)
+    await live.append_many([envelope("live-0")])
+    for n in range(1, 200):
+        await live.append(envelope(f"live-{n}"))
+    for n in range(100):
+        await dying.append(envelope(f"dead-{n}"))
+    await asyncio.sleep(0.15)
+    listed = [s.trace_id async for s in live.iter_traces(page=30)]
+    assert sorted(listed) == sorted(f"live-{n}" for n in range(200))
+    keys = live.keys("live-0")
+    assert await redis.zcard(keys.index) == 200  # a full listing leaves nothing stale
+    assert await redis.zcard(keys.expiry) == 0
+
+
+async def test_writes_during_a_listing_neither_hide_nor_repeat_a_trace(client: Redis) -> None:
+    store = RedisPersistenceStore(client, prefix=fresh_prefix(), shards=4)
+    ids = [f"t{n:02}" for n in range(40)]
+    for trace_id in ids:
+        await store.append(envelope(trace_id))
+    listed: list[str] = []
+    async for summary in store.iter_traces(page=4):
+        listed.append(summary.trace_id)
+        if len(listed) % 5 == 0:  # rewrite one already listed and one not yet listed
+            await store.append(envelope(listed[0], step=len(listed)))
+            pending = [t for t in ids if t not in listed]
+            if pending:
+                await store.append(envelope(pending[-1], step=len(listed)))
+    assert sorted(listed) == ids  # each exactly once
+
+
+async def test_a_trace_recreated_meanwhile_stays_listed(client: Redis) -> None:
+    store = RedisPersistenceStore(client, prefix=fresh_prefix(), shards=1)
+    await store.append(envelope("back"))
+    keys = store.keys("back")
+    await store._forget(keys.meta, [(keys.index, keys.raw_id)])  # it exists: nothing happens
+    assert await client.zscore(keys.index, "back") is not None
+    await client.delete(keys.meta)  # as if it expired
+    await store._forget(keys.meta, [(keys.index, keys.raw_id)])
+    assert await client.zscore(keys.index, "back") is None
+
+
+async def test_index_times_are_the_servers_whatever_the_client_clock(client: Redis) -> None:
+    store = RedisPersistenceStore(client, prefix=fresh_prefix(), shards=1, ttl=60)
+    with mock.patch("time.time", return_value=time.time() + 7200):  # a client two hours ahead
+        await store.append(envelope("skewed"))
+    await store.append(envelope("other"))  # its sweep must not unlist the first
+    assert {s.trace_id async for s in store.iter_traces()} == {"skewed", "other"}
+
+
+# -- paged reads ---------------------------------------------------------------------
+
+
+async def test_load_and_iter_events_read_a_snapshot_in_pages(
+    client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "PAGE", 4)
+    store = RedisPersistenceStore(client, prefix=fresh_prefix())
+    await store.append_many(envelope(step=s % 3, payload=s) for s in range(23))
+    trace = await store.load("trace-1")
+    assert trace is not None and len(trace.events) == 23
+    assert [e.step for e in trace.events] == sorted(s % 3 for s in range(23))
+    seen = []
+    async for event in store.iter_events("trace-1"):
+        seen.append(event.payload)
+        if len(seen) == 5:  # appended after the read started: not part of its snapshot
+            await store.append(envelope(step=9, payload="late"))
+    assert seen == list(range(23))
+
+
+async def test_iter_events_refuses_a_trace_recreated_under_it(
+    client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "PAGE", 4)
+    store = RedisPersistenceStore(client, prefix=fresh_prefix())
+    await store.append_many(envelope(step=s) for s in range(10))
+    events = store.iter_events("trace-1")
+    assert (await anext(events)).step == 0
+    await store.delete("trace-1")
+    await asyncio.sleep(0.002)  # a new creation time
+    await store.append_many(envelope(step=s, circuit="Reborn") for s in range(10))
+    with pytest.raises(StoreUnavailable, match="deleted"):
+        [e async for e in events]
+
+
+async def test_loading_a_huge_trace_never_blocks_the_server(
+    server_factory: Callable[[str], ServerProcess],
+) -> None:
+    server = server_factory("redis-server")
+    async with RedisPersistenceStore.from_url(server.url, max_batch_bytes=2**24) as store:
+        for start in range(0, 30_000, 5_000):
+            await store.append_many(
+                envelope(step=s, payload="x" * 200) for s in range(start, start + 5_000)
+            )
+        await store.redis.config_set("slowlog-log-slower-than", 3000)  # µs
+        await store.redis.slowlog_reset()
+        trace = await store.load("trace-1")
+        assert trace is not None and len(trace.events) == 30_000
+        slow = [entry["command"] for entry in await store.redis.slowlog_get(100)]
+    assert [c for c in slow if b"XRANGE" in c.upper()] == []

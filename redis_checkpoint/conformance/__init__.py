@@ -11,7 +11,10 @@ returns a fresh, empty store. Stores made within one test must share their data:
 The suites need pytest; `servers` and `aion` (fixtures) import without it.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .checkpoints import CheckpointConformance, StoreFactory, envelope, envelope_of_size
 
 __all__ = ["CheckpointConformance", "StoreFactory", "envelope", "envelope_of_size"]
 

@@ -410,12 +410,12 @@ class EventStoreConformance:
         assert losers == [SequenceConflict(0, len(winner))] * 3
         assert await stores[0].read_history(wf) == winner
 
-    async def test_thousand_event_history_reads_back_in_every_batch_size(self, store: Any) -> None:
+    async def test_thousand_event_history_reads_back_in_pages(self, store: Any) -> None:
         wf = wid()
         history = [started(1, wf)] + [act(seq, wf, "step") for seq in range(2, 1001)]
         await store.append(TOKEN, wf, history[:400], 0)
         await store.append(TOKEN, wf, history[400:], 400)
-        for size in range(1, 101):
+        for size in (1, 7, 100, 999, 1000, 1001):  # edges of the page and of the history
             cursor, read = 1, []
             while batch := await store.read_history_from(wf, cursor, limit=size):
                 assert len(batch) == min(size, 1001 - cursor)

@@ -82,16 +82,16 @@ class Histories(RedisBacked):
         command: tuple[Any, ...] = ("XRANGE", keys.history, f"0-{start}", "+")
         if limit is not None:
             command += ("COUNT", arguments.limit(limit))
-        [entries] = await self._read([command])
+        [entries] = await self._commands([command])
         return [_decode(keys.history, fields) for _, fields in entries]
 
     @reading
     async def read_run_chain(self, workflow_id: UUID) -> list[RunSummary]:
         """See `ReadableEventStore.read_run_chain`: reads only the lifecycle events."""
         keys = self.keys(workflow_id)
-        [seqs] = await self._read([("LRANGE", keys.runs, 0, -1)])
+        [seqs] = await self._commands([("LRANGE", keys.runs, 0, -1)])
         ranges = [("XRANGE", keys.history, f"0-{s.decode()}", f"0-{s.decode()}") for s in seqs]
-        found = await self._read(ranges) if ranges else []
+        found = await self._commands(ranges) if ranges else []
         events = [_decode(keys.history, entry[0][1]) for entry in found if entry]
         return run_chain_from_history(events)
 
@@ -100,11 +100,11 @@ class Histories(RedisBacked):
         """See `ReadableEventStore.list_workflow_ids`. Expired workflows leave the indexes
         (and their parent links) as they are found."""
         ids = await self._index("workflows")
-        exists = await self._read([("EXISTS", self.keys(wf).meta) for wf in ids])
+        exists = await self._commands([("EXISTS", self.keys(wf).meta) for wf in ids])
         dead = [wf for wf, found in zip(ids, exists, strict=True) if not found]
         for wf in dead:
             keys = self.keys(wf)
-            [links] = await self._read([("ZRANGE", keys.parents, 0, -1)])
+            [links] = await self._commands([("ZRANGE", keys.parents, 0, -1)])
             mine = [link for link in links if link[UUID_TEXT:].decode() == keys.workflow_id]
             indexes = [(keys.workflows, keys.workflow_id), (keys.active, keys.workflow_id)]
             await self._forget(keys.meta, [*indexes, *((keys.parents, link) for link in mine)])
@@ -118,7 +118,7 @@ class Histories(RedisBacked):
     async def _index(self, name: str) -> list[UUID]:
         """Every shard's `name` index, merged, by id text."""
         keys = shard_keys(self.prefix, self.shards, name)
-        pages = await self._read([("ZRANGE", key, 0, -1) for key in keys])
+        pages = await self._commands([("ZRANGE", key, 0, -1) for key in keys])
         return sorted((UUID(raw.decode()) for page in pages for raw in page), key=str)
 
     @reading
@@ -130,7 +130,7 @@ class Histories(RedisBacked):
         if not isinstance(filter, WorkflowFilter):
             raise InvalidArgument(f"filter must be a WorkflowFilter, got {filter!r}")
         if filter.parent is not None:
-            [children] = await self._read([("SMEMBERS", self.keys(filter.parent).children)])
+            [children] = await self._commands([("SMEMBERS", self.keys(filter.parent).children)])
             candidates = [UUID(raw.decode()) for raw in children]
         elif filter.status is not None and not filter.status.is_terminal:
             candidates = await self._index("active")
@@ -143,7 +143,7 @@ class Histories(RedisBacked):
         """The projections of `ids` with their parents; unstarted workflows are left out."""
         metas = [("HMGET", self.keys(wf).meta, "type", "status", "started", "ended") for wf in ids]
         links = [("ZRANGE", key, 0, -1) for key in shard_keys(self.prefix, self.shards, "parents")]
-        replies = await self._read([*metas, *links])
+        replies = await self._commands([*metas, *links])
         parents: dict[str, str] = {}  # several parents: the lowest id, as InMemoryEventStore
         for link in sorted(raw.decode() for members in replies[len(ids) :] for raw in members):
             parents.setdefault(link[:UUID_TEXT], link[UUID_TEXT:])

@@ -34,7 +34,7 @@ class Packages(RedisBacked):
     async def list_packages(self) -> list[PackageRecord]:
         """See `PackageStore.list_packages`."""
         archives_key, deployed_key, _ = self._package_keys()
-        archives, deployed = await self._read(
+        archives, deployed = await self._commands(
             [("HGETALL", archives_key), ("HGETALL", deployed_key)]
         )
         times = dict(pairs(deployed))
@@ -63,12 +63,12 @@ class Packages(RedisBacked):
         route = check.text(workflow_type, "workflow_type")
         target = check.text(content_hash, "content_hash")
         await self._configure(write=True)
-        await self._read([("HSET", self._package_keys()[2], route, target)])
+        await self._commands([("HSET", self._package_keys()[2], route, target)])
 
     @reading
     async def list_package_routes(self) -> list[PackageRouteRecord]:
         """See `PackageStore.list_package_routes`."""
-        [routes] = await self._read([("HGETALL", self._package_keys()[2])])
+        [routes] = await self._commands([("HGETALL", self._package_keys()[2])])
         found = [
             PackageRouteRecord(workflow_type=t.decode(), content_hash=h.decode())
             for t, h in pairs(routes)

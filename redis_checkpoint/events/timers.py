@@ -30,7 +30,7 @@ class Timers(RedisBacked):
         key, member = self._timer(workflow_id, timer_id)
         score = micros(arguments.instant(fire_at, "fire_at"))
         await self._configure(write=True)
-        await self._read([("ZADD", key, score, member)])
+        await self._commands([("ZADD", key, score, member)])
 
     @reading
     async def expired_timers(self, as_of: datetime) -> list[TimerEntry]:
@@ -38,7 +38,9 @@ class Timers(RedisBacked):
         so the cost follows the due timers, not all timers."""
         limit = micros(arguments.instant(as_of, "as_of"))
         keys = shard_keys(self.prefix, self.shards, "timers")
-        pages = await self._read([("ZRANGEBYSCORE", k, "-inf", limit, "WITHSCORES") for k in keys])
+        pages = await self._commands(
+            [("ZRANGEBYSCORE", k, "-inf", limit, "WITHSCORES") for k in keys]
+        )
         due = [
             _entry(key, member, score)
             for key, page in zip(keys, pages, strict=True)

@@ -24,7 +24,7 @@ class Visibility(RedisBacked):
         check.instance(record, VisibilityRecord, "record")
         await self._configure(write=True)
         row = record.model_dump_json().encode()
-        await self._read([("HSET", self._rows_key(), str(record.workflow_id), row)])
+        await self._commands([("HSET", self._rows_key(), str(record.workflow_id), row)])
 
     @reading
     async def list_workflows(self, filter: ListWorkflowsFilter) -> list[VisibilityRecord]:
@@ -39,7 +39,7 @@ class Visibility(RedisBacked):
         return sum(filter.matches(row) for row in await self._rows())
 
     async def _rows(self) -> list[VisibilityRecord]:
-        [rows] = await self._read([("HVALS", self._rows_key())])
+        [rows] = await self._commands([("HVALS", self._rows_key())])
         try:
             return [VisibilityRecord.model_validate_json(row) for row in rows]
         except ValueError as exc:
