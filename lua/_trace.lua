@@ -7,6 +7,8 @@
 -- ARGV[1] producer   ARGV[2] call number (retry dedup, see _common)   ARGV[3] trace id
 -- ARGV[4] ttl_ms   ARGV[5] completed_ttl_ms (0 = none)   ARGV[6] idempotency key ('' = none)
 -- ARGV[7] how long idempotency keys are kept (ms)   ARGV[8..] what the operation needs
+local stream, meta, interventions, dedup, idem_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local traces, expiry = KEYS[6], KEYS[7]
 local producer, seq, id = ARGV[1], ARGV[2], ARGV[3]
 local ttl, completed_ttl, idem = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local now = now_ms()
@@ -15,12 +17,12 @@ local dedup_state
 
 -- A reply code if this call was applied before (or is too old to tell), else nil.
 local function replayed()
-  local code, state = dedup_check(KEYS[4], producer, seq)
+  local code, state = dedup_check(dedup, producer, seq)
   if code ~= OK then return code end
   dedup_state = state
   if idem ~= '' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[7]))
-    if redis.call('ZSCORE', KEYS[5], idem) then return DUPLICATE end
+    redis.call('ZREMRANGEBYSCORE', idem_keys, '-inf', now - tonumber(ARGV[7]))
+    if redis.call('ZSCORE', idem_keys, idem) then return DUPLICATE end
   end
   return nil
 end
@@ -30,20 +32,20 @@ end
 -- unlist it after the write; only stores with retention have deadlines to sweep.
 local function index(keep_ms)
   if ttl > 0 or completed_ttl > 0 then
-    for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, SWEEP)) do
-      redis.call('ZREM', KEYS[6], dead)
-      redis.call('ZREM', KEYS[7], dead)
+    for _, dead in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, SWEEP)) do
+      redis.call('ZREM', traces, dead)
+      redis.call('ZREM', expiry, dead)
     end
   end
-  redis.call('ZADD', KEYS[6], now, id)
-  if keep_ms > 0 then redis.call('ZADD', KEYS[7], now + keep_ms, id) end
+  redis.call('ZADD', traces, now, id)
+  if keep_ms > 0 then redis.call('ZADD', expiry, now + keep_ms, id) end
 end
 
 -- Runs last, after the writes: remembers the call, then expires every key of the trace
 -- together (PEXPIRE on a missing key is a no-op, so keys made later get it from their write).
 local function applied(keep_ms)
-  dedup_mark(KEYS[4], producer, seq, dedup_state)
-  if idem ~= '' then redis.call('ZADD', KEYS[5], now, idem) end
+  dedup_mark(dedup, producer, seq, dedup_state)
+  if idem ~= '' then redis.call('ZADD', idem_keys, now, idem) end
   if keep_ms > 0 then
     for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], keep_ms) end
   end

@@ -6,7 +6,7 @@
 -- {MISMATCH, circuit} when pinned to another circuit, {COMPLETED, ''} when completed.
 local replay = replayed()
 if replay then return {replay, ''} end
-local m = redis.call('HMGET', KEYS[2], 'circuit', 'completion', 'n')
+local m = redis.call('HMGET', meta, 'circuit', 'completion', 'n')
 local circuit = ARGV[8]
 if m[1] and m[1] ~= circuit then return {MISMATCH, m[1]} end
 if m[2] then return {COMPLETED, ''} end
@@ -15,12 +15,12 @@ local n = tonumber(m[3]) or 0
 for i = 10, #ARGV do
   n = n + 1
   -- Explicit ids 0-<ordinal>: append order is the entry id, so reads by position are cheap.
-  redis.call('XADD', KEYS[1], '0-' .. n, 'e', ARGV[i])
+  redis.call('XADD', stream, '0-' .. n, 'e', ARGV[i])
 end
 if not m[1] then -- a new trace; dedup state a delete left to expire now lives with it
-  redis.call('HSET', KEYS[2], 'created', now)
-  if ttl == 0 then redis.call('PERSIST', KEYS[4]) end
+  redis.call('HSET', meta, 'created', now)
+  if ttl == 0 then redis.call('PERSIST', dedup) end
 end
-redis.call('HSET', KEYS[2], 'circuit', circuit, 'version', ARGV[9], 'n', n, 'updated', now)
+redis.call('HSET', meta, 'circuit', circuit, 'version', ARGV[9], 'n', n, 'updated', now)
 applied(ttl)
 return {OK, n}

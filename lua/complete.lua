@@ -4,9 +4,9 @@
 -- Returns {OK, ''}, {DUPLICATE | STALE, ''}, or {NOT_FOUND, ''}.
 local replay = replayed()
 if replay then return {replay, ''} end
-if redis.call('HEXISTS', KEYS[2], 'circuit') == 0 then return {NOT_FOUND, ''} end
+if redis.call('HEXISTS', meta, 'circuit') == 0 then return {NOT_FOUND, ''} end
 local keep = completed_ttl > 0 and completed_ttl or ttl
 index(keep)
-redis.call('HSET', KEYS[2], 'completion', ARGV[8], 'updated', now)
+redis.call('HSET', meta, 'completion', ARGV[8], 'updated', now)
 applied(keep)
 return {OK, ''}

@@ -6,11 +6,11 @@
 local DEDUP_KEEP = 600000
 local replay = replayed()
 if replay then return {replay, ''} end
-local existed = redis.call('EXISTS', KEYS[2])
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
-redis.call('ZREM', KEYS[6], id)
-redis.call('ZREM', KEYS[7], id)
+local existed = redis.call('EXISTS', meta)
+redis.call('UNLINK', stream, meta, interventions, idem_keys)
+redis.call('ZREM', traces, id)
+redis.call('ZREM', expiry, id)
 idem = '' -- the keys' set is gone with the trace
 applied(0)
-redis.call('PEXPIRE', KEYS[4], DEDUP_KEEP)
+redis.call('PEXPIRE', dedup, DEDUP_KEEP)
 return {OK, existed}

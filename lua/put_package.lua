@@ -3,7 +3,9 @@
 -- ARGV[1] package field '["<type>","<hash>"]'   ARGV[2] archive   ARGV[3] deployed_at (µs)
 -- ARGV[4] workflow type   ARGV[5] content hash
 -- Returns 1.
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+local archives, deployed, routes = KEYS[1], KEYS[2], KEYS[3]
+local field, archive, at, workflow_type, content_hash = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+redis.call('HSET', archives, field, archive)
+redis.call('HSET', deployed, field, at)
+redis.call('HSET', routes, workflow_type, content_hash)
 return 1

@@ -4,10 +4,10 @@
 -- Returns {OK, ''}, {DUPLICATE | STALE, ''}, {NOT_FOUND, ''}, {COMPLETED, ''}.
 local replay = replayed()
 if replay then return {replay, ''} end
-local m = redis.call('HMGET', KEYS[2], 'circuit', 'completion')
+local m = redis.call('HMGET', meta, 'circuit', 'completion')
 if not m[1] then return {NOT_FOUND, ''} end
 if m[2] then return {COMPLETED, ''} end
 index(ttl)
-redis.call('HSET', KEYS[2], 'resumed', ARGV[8], 'updated', now)
+redis.call('HSET', meta, 'resumed', ARGV[8], 'updated', now)
 applied(ttl)
 return {OK, ''}

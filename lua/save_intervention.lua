@@ -4,11 +4,11 @@
 -- Returns {OK, count}, {DUPLICATE | STALE, ''}, or {NOT_FOUND, ''}.
 local replay = replayed()
 if replay then return {replay, ''} end
-local m = redis.call('HMGET', KEYS[2], 'circuit', 'completion')
+local m = redis.call('HMGET', meta, 'circuit', 'completion')
 if not m[1] then return {NOT_FOUND, ''} end
 local keep = (m[2] and completed_ttl > 0) and completed_ttl or ttl
 index(keep)
-local count = redis.call('RPUSH', KEYS[3], ARGV[8])
-redis.call('HSET', KEYS[2], 'updated', now)
+local count = redis.call('RPUSH', interventions, ARGV[8])
+redis.call('HSET', meta, 'updated', now)
 applied(keep)
 return {OK, count}

@@ -243,10 +243,13 @@ class RedisBacked:
         # No await between numbering the call and queueing it: calls leave in number order.
         return await self._script(name, keys, (self._producer, next(self._numbers), *args))
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], record: bool = True
+    ) -> Any:
         """Run script `name`; a script error is diagnosed: a key of a type the store never
-        writes there, or stream entries it did not write, is corrupt data, naming the key."""
-        await self._configure(write=True)
+        writes there, or stream entries it did not write, is corrupt data, naming the key.
+        `record`: the call creates data, so the shard count must be recorded first."""
+        await self._configure(write=record)
         try:
             return await self._run(name, tuple(keys), tuple(args))
         except ResponseError as exc:
@@ -287,7 +290,7 @@ class RedisBacked:
         """Drop the index entries of an id whose `record` key is gone, atomically and only
         if it is still gone (an id re-created meanwhile stays listed)."""
         keys = (record, *(key for key, _ in indexes))
-        await self._script("forget", keys, [member for _, member in indexes])
+        await self._script("forget", keys, [member for _, member in indexes], record=False)
 
 
 def pairs(reply: Any) -> list[tuple[Any, Any]]:

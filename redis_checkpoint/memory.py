@@ -221,6 +221,8 @@ class InMemoryPersistenceStore:
         circuit = TREE.check.optional_text(circuit, "circuit")
         completed = TREE.check.optional_bool(completed, "completed")
         TREE.check.integer(page, "page", 1, 10_000)
+        if self._closed:
+            raise TREE.closed("the in-memory store is closed")
         live = [(tid, t) for tid in list(self._traces) if (t := self._get(tid)) is not None]
         live.sort(key=lambda item: item[1].updated_ms, reverse=True)
         for trace_id, t in live:

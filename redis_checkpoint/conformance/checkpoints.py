@@ -19,6 +19,7 @@ from ..errors import (
     EnvelopeTooLarge,
     InvalidEnvelope,
     InvalidInput,
+    StoreClosed,
     TraceCompleted,
     TraceNotFound,
 )
@@ -552,6 +553,16 @@ class HardeningConformance:
         trace = await store.load("trace-1")
         assert trace is not None and [e.step for e in trace.events] == [1, 1, 2, 3]
         assert trace.interventions == [item]
+
+    async def test_a_closed_store_refuses_calls(self, make_store: StoreFactory) -> None:
+        store = await make_store()
+        await store.append(envelope(step=1))
+        await store.aclose()
+        for call in (store.append(envelope(step=2)), store.load("trace-1")):
+            with pytest.raises(StoreClosed):
+                await call
+        with pytest.raises(StoreClosed):
+            [s async for s in store.iter_traces()]
 
     async def test_iter_events_streams_in_append_order(
         self, store: ManagedPersistenceStore
