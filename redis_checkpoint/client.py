@@ -42,6 +42,16 @@ _DENIED = (AuthenticationError, AuthorizationError, NoPermissionError)
 _TRANSIENT = (ReadOnlyError, ClusterDownError, TryAgainError)  # failover, resharding
 
 
+# An ACL refusal that redis-py does not type as NoPermissionError: inside a script (Redis 7.0,
+# and "ACL failure in script" from Redis 7.2 and Valkey), a refused EXEC (ExecAbortError), a
+# refused MULTI (its EXEC then finds no transaction).
+_DENIAL_MARKERS = ("NOPERM", "can't run this command", "ACL failure", "EXEC without MULTI")
+
+
+def _denied(message: str) -> bool:
+    return any(marker in message for marker in _DENIAL_MARKERS)
+
+
 class _Retry(Retry):
     """redis-py's retry, minus what retrying cannot fix: refused credentials (which redis-py
     files under ConnectionError)."""
@@ -192,16 +202,21 @@ class RedisBacked:
                 yield
         except TimeoutError as exc:
             raise self._unavailable(f"no reply within {self.timeout:g}s", write) from exc
-        except NotSent as exc:
-            raise self.errors.unavailable(f"Redis unreachable: {exc}") from exc
-        except _DENIED as exc:  # NOPERM names the command; never retried
-            raise self.errors.denied(f"Redis denied the call: {exc}") from exc
-        except _TRANSIENT as exc:
-            raise self._unavailable(f"Redis refused the call for now: {exc}", write) from exc
         except (RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError):
-                raise self.errors.refused(f"Redis refused the call: {exc}") from exc
-            raise self._unavailable(f"Redis unreachable: {exc}", write) from exc
+            raise self._translate(exc, write) from exc
+
+    def _translate(self, exc: RedisError | OSError, write: bool) -> Exception:
+        """The store's exception for a redis-py error (the one map of them)."""
+        if isinstance(exc, NotSent):
+            return self.errors.unavailable(f"Redis unreachable: {exc}")
+        if isinstance(exc, _DENIED) or _denied(str(exc)):  # names the command; never retried
+            detail = str(exc).replace("EXEC without MULTI", "the 'multi' command was refused")
+            return self.errors.denied(f"Redis denied the call: {detail}")
+        if isinstance(exc, _TRANSIENT):
+            return self._unavailable(f"Redis refused the call for now: {exc}", write)
+        if isinstance(exc, ResponseError):
+            return self.errors.refused(f"Redis refused the call: {exc}")
+        return self._unavailable(f"Redis unreachable: {exc}", write)
 
     def _unavailable(self, message: str, write: bool) -> Exception:
         return self.errors.unavailable(f"{message} ({OUTCOME_UNKNOWN})" if write else message)
@@ -220,11 +235,8 @@ class RedisBacked:
                     pipe.hsetnx(key, "shards", self.shards)
                 pipe.hget(key, "shards")
                 replies = await pipe.execute(raise_on_error=False)
+            self._raise_for(key, replies)
             recorded = replies[-1]
-            if isinstance(recorded, ResponseError) and "WRONGTYPE" in str(recorded):
-                raise self.errors.corrupt(key, "expected a hash with field shards")
-            if isinstance(recorded, Exception):
-                raise recorded
             if recorded is None:
                 return
             if not recorded.isdigit():
@@ -235,6 +247,15 @@ class RedisBacked:
                     f"has {self.shards}: open it with shards={int(recorded)} (fixed per prefix)"
                 )
             self._recorded = True
+
+    def _raise_for(self, key: str, replies: Sequence[Any]) -> None:
+        """Raise the first error among `replies` to commands on `key`: a wrong type is
+        corrupt data; any other error is the server's (mapped by `deadline`)."""
+        for reply in replies:
+            if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
+                raise self.errors.corrupt(key, "the key holds a value of the wrong type")
+            if isinstance(reply, Exception):
+                raise reply
 
     async def _write(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run write script `name` with retry dedup: this store's producer id and the call's
@@ -253,7 +274,7 @@ class RedisBacked:
         try:
             return await self._run(name, tuple(keys), tuple(args))
         except ResponseError as exc:
-            if type(exc) is not ResponseError:  # NOPERM, READONLY, OOM...: the server's refusal
+            if type(exc) is not ResponseError or _denied(str(exc)):  # the server's refusal
                 raise
             raise await self._diagnose(exc, name, keys) from exc
 
@@ -280,10 +301,7 @@ class RedisBacked:
                 pipe.execute_command(name.encode(), *args)
             replies = await pipe.execute(raise_on_error=False)
         for command, reply in zip(commands, replies, strict=True):
-            if isinstance(reply, ResponseError):
-                if "WRONGTYPE" in str(reply):
-                    raise self.errors.corrupt(str(command[1]), "the key holds the wrong type")
-                raise reply
+            self._raise_for(str(command[1]) if len(command) > 1 else "", [reply])
         return replies
 
     async def _forget(self, record: str, indexes: Sequence[tuple[str, Any]]) -> None:

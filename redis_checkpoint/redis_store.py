@@ -14,7 +14,6 @@ from operator import attrgetter
 from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from .client import DEFAULT_TIMEOUT, RedisBacked, connect, reading, writing
 from .codec import (
@@ -25,7 +24,7 @@ from .codec import (
     decode_intervention,
     encode_intervention,
 )
-from .errors import TREE, CircuitMismatch, TraceCompleted, TraceNotFound
+from .errors import TREE, CircuitMismatch, CorruptRecord, TraceCompleted, TraceNotFound
 from .keys import TraceKeys, shard_keys
 from .listing import iter_index
 from .models import (
@@ -230,10 +229,7 @@ class RedisPersistenceStore(RedisBacked):
             pipe.execute_command(b"XRANGE", keys.stream, "-", "+", "COUNT", PAGE)
             replies = await pipe.execute(raise_on_error=False)
         for key, reply in zip((keys.meta, keys.interventions, keys.stream), replies, strict=True):
-            if isinstance(reply, ResponseError):
-                if "WRONGTYPE" in str(reply):
-                    raise TREE.corrupt(key, "the key holds the wrong type")
-                raise reply
+            self._raise_for(key, [reply])
         meta, items, first = replies
         return (meta, items, first) if meta else None
 
@@ -378,12 +374,12 @@ class RedisPersistenceStore(RedisBacked):
             replies = await pipe.execute(raise_on_error=False)
         summaries = []
         for k, meta, n_interventions in zip(keys, replies[::2], replies[1::2], strict=True):
-            for reply in (meta, n_interventions):
-                if isinstance(reply, ResponseError) and "WRONGTYPE" not in str(reply):
-                    raise reply
-            if isinstance(meta, Exception) or isinstance(n_interventions, Exception):
+            try:
+                self._raise_for(k.meta, [meta, n_interventions])
+            except CorruptRecord:  # one corrupt trace must not hide the others
                 log.warning("listing skips trace %r: a key of the wrong type", k.trace_id)
-            elif meta[0] is None:
+                continue
+            if meta[0] is None:
                 await self._forget(k.meta, [(k.index, k.raw_id), (k.expiry, k.raw_id)])
             else:
                 summaries.append(_summary(k.trace_id, meta, n_interventions))

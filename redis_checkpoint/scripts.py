@@ -60,7 +60,7 @@ def source(name: str) -> str:
     return "".join((LUA_DIR / f"{prelude}.lua").read_text() for prelude in uses) + text
 
 
-class NotSent(Exception):
+class NotSent(ConnectionError):
     """A queued call that never left: it was not applied."""
 
 

@@ -67,6 +67,7 @@ KINDS = {
     "events": Kind(RedisEventStore, StoreError),
 }
 
+
 @pytest.fixture(params=["fakeredis", "redis", "valkey"])
 async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
     r = client(request, request.param)

@@ -7,6 +7,7 @@ can be stopped and started again on the same port, to test outages and restarts.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -81,6 +82,19 @@ class ServerProcess:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): its port still accepts connections, nothing answers."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused server (SIGCONT); it then serves what queued up meanwhile."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError(f"{self.binary} on port {self.port} is not running")
+        self._proc.send_signal(sig)
 
     def close(self) -> None:
         self.stop()
