@@ -198,16 +198,16 @@ async def test_stalled_server_is_unavailable_within_the_timeout(
 ) -> None:
     server = server_factory("redis-server")
     prefix = fresh_prefix()
-    store = opened.store(kind, server.url, prefix=prefix, timeout=1.0)
+    store = opened.store(kind, server.url, prefix=prefix, timeout=0.5)
     await kind.write(store, 1)
-    fresh = opened.store(kind, server.url, prefix=prefix, timeout=1.0)  # not connected yet
+    fresh = opened.store(kind, server.url, prefix=prefix, timeout=0.5)  # not connected yet
     server.pause()  # the port still accepts connections; nothing answers
     try:
         unavailable = kind.errors.unavailable
-        error = await fails_within(unavailable, kind.write(store, 2), 1.0 + 2)
+        error = await fails_within(unavailable, kind.write(store, 2), 0.5 + 2)
         assert UNKNOWN in str(error)
-        await fails_within(unavailable, kind.seen(store, 1), 1.0 + 2)
-        await fails_within(unavailable, kind.seen(fresh, 1), 1.0 + 2)  # its first call
+        await fails_within(unavailable, kind.seen(store, 1), 0.5 + 2)
+        await fails_within(unavailable, kind.seen(fresh, 1), 0.5 + 2)  # its first call
     finally:
         server.resume()
     await kind.write(store, 3)  # both stores work again, without being reopened
@@ -220,10 +220,10 @@ async def test_stalled_server_is_unavailable_within_the_timeout(
 @pytest.mark.parametrize("kind", KINDS)
 async def test_refused_port_is_unavailable_within_the_timeout(opened: Opened, kind: Kind) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    store = opened.store(kind, url, prefix=fresh_prefix(), timeout=1.0)
-    error = await fails_within(kind.errors.unavailable, kind.write(store, 1), 1.0 + 2)
+    store = opened.store(kind, url, prefix=fresh_prefix(), timeout=0.5)
+    error = await fails_within(kind.errors.unavailable, kind.write(store, 1), 0.5 + 2)
     assert UNKNOWN in str(error)
-    await fails_within(kind.errors.unavailable, kind.seen(store, 1), 1.0 + 2)
+    await fails_within(kind.errors.unavailable, kind.seen(store, 1), 0.5 + 2)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -232,9 +232,9 @@ async def test_tls_url_to_a_plain_server_fails_in_the_tree_within_the_timeout(
 ) -> None:
     url = f"rediss://127.0.0.1:{real_server.port}/0"  # the server speaks no TLS
     options = {"ssl_cert_reqs": "none"}
-    store = opened.store(kind, url, prefix=fresh_prefix(), timeout=1.0, client_options=options)
+    store = opened.store(kind, url, prefix=fresh_prefix(), timeout=0.5, client_options=options)
     for call in (kind.write(store, 1), kind.seen(store, 1)):
-        error = await fails_within(kind.base, call, 1.0 + 2)  # any class of the tree
+        error = await fails_within(kind.base, call, 0.5 + 2)  # any class of the tree
         assert_in_tree(error, kind)
 
 
