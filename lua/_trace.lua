@@ -5,12 +5,13 @@
 -- KEYS[5] idempotency keys (zset, key -> applied at ms)
 -- KEYS[6] traces {p:<shard>}:traces (zset, id -> updated ms)   KEYS[7] expiry (zset, id -> ms)
 -- ARGV[1] producer   ARGV[2] call number (retry dedup, see _common)   ARGV[3] trace id
--- ARGV[4] ttl_ms   ARGV[5] completed_ttl_ms (0 = none)   ARGV[6] idempotency key ('' = none)
--- ARGV[7] how long idempotency keys are kept (ms)   ARGV[8..] what the operation needs
+-- ARGV[4] idempotency key ('' = none)   ARGV[5..] what the operation needs
+-- The store's settings come as constants in the script text (fewer arguments to pack):
+-- TTL_MS, COMPLETED_TTL_MS (0 = none) and KEY_WINDOW_MS, how long idempotency keys are kept.
 local stream, meta, interventions, dedup, idem_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local traces, expiry = KEYS[6], KEYS[7]
-local producer, seq, id = ARGV[1], ARGV[2], ARGV[3]
-local ttl, completed_ttl, idem = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local producer, seq, id, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl, completed_ttl = TTL_MS, COMPLETED_TTL_MS
 local now = now_ms()
 local SWEEP = 32 -- expired index entries removed per write: cleanup paid in small steps
 local dedup_state
@@ -21,7 +22,7 @@ local function replayed()
   if code ~= OK then return code end
   dedup_state = state
   if idem ~= '' then
-    redis.call('ZREMRANGEBYSCORE', idem_keys, '-inf', now - tonumber(ARGV[7]))
+    redis.call('ZREMRANGEBYSCORE', idem_keys, '-inf', now - KEY_WINDOW_MS)
     if redis.call('ZSCORE', idem_keys, idem) then return DUPLICATE end
   end
   return nil

@@ -1,18 +1,18 @@
 -- uses: _common _trace
 -- append: append envelopes to one trace, atomically (append_many is a batch of them).
--- KEYS and ARGV[1..7]: see _trace.lua.
--- ARGV[8] circuit   ARGV[9] schematic_version   ARGV[10..] envelopes (msgpack)
+-- KEYS and ARGV[1..4]: see _trace.lua.
+-- ARGV[5] circuit   ARGV[6] schematic_version   ARGV[7..] envelopes (msgpack)
 -- Returns {OK, n} (n = the trace's envelope count), {DUPLICATE | STALE, ''},
 -- {MISMATCH, circuit} when pinned to another circuit, {COMPLETED, ''} when completed.
 local replay = replayed()
 if replay then return {replay, ''} end
 local m = redis.call('HMGET', meta, 'circuit', 'completion', 'n')
-local circuit = ARGV[8]
+local circuit = ARGV[5]
 if m[1] and m[1] ~= circuit then return {MISMATCH, m[1]} end
 if m[2] then return {COMPLETED, ''} end
 index(ttl)
 local n = tonumber(m[3]) or 0
-for i = 10, #ARGV do
+for i = 7, #ARGV do
   n = n + 1
   -- Explicit ids 0-<ordinal>: append order is the entry id, so reads by position are cheap.
   redis.call('XADD', stream, '0-' .. n, 'e', ARGV[i])
@@ -21,6 +21,6 @@ if not m[1] then -- a new trace; dedup state a delete left to expire now lives w
   redis.call('HSET', meta, 'created', now)
   if ttl == 0 then redis.call('PERSIST', dedup) end
 end
-redis.call('HSET', meta, 'circuit', circuit, 'version', ARGV[9], 'n', n, 'updated', now)
+redis.call('HSET', meta, 'circuit', circuit, 'version', ARGV[6], 'n', n, 'updated', now)
 applied(ttl)
 return {OK, n}

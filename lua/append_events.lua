@@ -7,24 +7,24 @@
 -- KEYS[5] workflows {p:s}:workflows  zset     KEYS[6] active {p:s}:active zset
 -- KEYS[7] parents   {p:s}:parents    zset: "<child id><parent id>" links
 -- ARGV[1] producer   ARGV[2] call number (retry dedup, see _common)   ARGV[3] workflow id
--- ARGV[4] expected head (decimal text)   ARGV[5] completed_ttl_ms (0 = none)
--- ARGV[6] contiguity error ('' = contiguous; checked in Python, where seqs are exact u64s)
--- ARGV[7..] per event: seq, kind, recorded_at (µs), extra, stored event (see encoding.py)
+-- ARGV[4] expected head (decimal text)
+-- ARGV[5] contiguity error ('' = contiguous; checked in Python, where seqs are exact u64s)
+-- ARGV[6..] per event: seq, kind, recorded_at (µs), extra, stored event (see encoding.py)
 -- Returns {OK, head}, {DUPLICATE | STALE, ''}, {CONFLICT, head}, {NOT_CONTIGUOUS, message}.
 local history, meta, runs, children = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local workflows, active, parents = KEYS[5], KEYS[6], KEYS[7]
 local producer, call, wf, expected = 'p' .. ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local ttl, contiguity = tonumber(ARGV[5]), ARGV[6]
+local ttl, contiguity = COMPLETED_TTL_MS, ARGV[5] -- the store's setting: a constant
 local replay, state = dedup_check(meta, producer, call)
 if replay ~= OK then return {replay, ''} end
 local head = redis.call('HGET', meta, 'head') or '0'
 if head ~= expected then return {CONFLICT, head} end
 if contiguity ~= '' then return {NOT_CONTIGUOUS, contiguity} end
-if #ARGV == 6 then return {OK, head} end
+if #ARGV == 5 then return {OK, head} end
 
 -- The first write is an XADD: if it fails (foreign entries, OOM), nothing has been written.
 local changed = head == '0'
-for i = 7, #ARGV, 5 do
+for i = 6, #ARGV, 5 do
   local seq, kind, at, extra = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   redis.call('XADD', history, '0-' .. seq, 'e', ARGV[i + 4])
   if kind == 'Child' then

@@ -1,12 +1,12 @@
 -- uses: _common _trace
 -- complete: set (or overwrite) the completion state of a trace; completed_ttl applies.
--- KEYS and ARGV[1..7]: see _trace.lua.   ARGV[8] completion ("Success", "Fault", ...)
+-- KEYS and ARGV[1..4]: see _trace.lua.   ARGV[5] completion ("Success", "Fault", ...)
 -- Returns {OK, ''}, {DUPLICATE | STALE, ''}, or {NOT_FOUND, ''}.
 local replay = replayed()
 if replay then return {replay, ''} end
 if redis.call('HEXISTS', meta, 'circuit') == 0 then return {NOT_FOUND, ''} end
 local keep = completed_ttl > 0 and completed_ttl or ttl
 index(keep)
-redis.call('HSET', meta, 'completion', ARGV[8], 'updated', now)
+redis.call('HSET', meta, 'completion', ARGV[5], 'updated', now)
 applied(keep)
 return {OK, ''}

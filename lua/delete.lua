@@ -1,7 +1,7 @@
 -- uses: _common _trace
 -- delete: remove a trace and its index entries. The dedup hash stays for DEDUP_KEEP, so a
 -- retried delete cannot remove a trace re-created meanwhile.
--- KEYS and ARGV[1..7]: see _trace.lua.
+-- KEYS and ARGV[1..4]: see _trace.lua.
 -- Returns {OK, 1} when the trace existed, {OK, 0} when not, {DUPLICATE | STALE, ''}.
 local DEDUP_KEEP = 600000
 local replay = replayed()

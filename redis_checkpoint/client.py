@@ -135,8 +135,17 @@ def writing(method: Method[S, P, R]) -> Method[S, P, R]:
 
 def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
     async def bounded(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        async with self.deadline(write):
-            return await method(self, *args, **kwargs)
+        # `deadline`, inlined: this wraps every call, and a generator-based context manager
+        # was a measurable share of a write's client time.
+        if self._closed:
+            raise self._closed_error()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await method(self, *args, **kwargs)
+        except TimeoutError as exc:
+            raise self._unavailable(f"no reply within {self.timeout:g}s", write) from exc
+        except (RedisError, OSError) as exc:
+            raise self._translate(exc, write) from exc
 
     functools.update_wrapper(bounded, method)
     return bounded
@@ -146,12 +155,14 @@ class RedisBacked:
     """What every Redis store shares: a client, a key prefix and its recorded shard count,
     a per-call deadline, its lifecycle, and the calls to its scripts.
 
-    Subclasses set `errors` (their contract's `ErrorTree`) and `scripts` (the names of the
-    `lua/` scripts they run).
+    Subclasses set `errors` (their contract's `ErrorTree`), `scripts` (the names of the
+    `lua/` scripts they run) and `constants` (their settings, as the scripts name them)
+    before calling `__init__`.
     """
 
     errors: ErrorTree
     scripts: tuple[str, ...]
+    constants: dict[str, int]  # the store's settings, baked into its scripts' text
 
     def __init__(
         self, redis: Redis, *, prefix: str, shards: int, timeout: float, owns_client: bool
@@ -167,7 +178,7 @@ class RedisBacked:
         self._configuring = asyncio.Lock()  # many first calls at once check the record once
         self._producer = os.urandom(8)  # retry dedup: this store's calls are numbered
         self._numbers = itertools.count(1)
-        self._run = ScriptRunner(redis, self.scripts, self.timeout)
+        self._run = ScriptRunner(redis, self.scripts, self.timeout, self.constants)
 
     async def __aenter__(self) -> Self:
         async with self.deadline(write=False):
@@ -194,9 +205,10 @@ class RedisBacked:
 
     @asynccontextmanager
     async def deadline(self, write: bool) -> AsyncIterator[None]:
-        """One call: refused once closed, bounded by `timeout`, redis-py's errors mapped."""
+        """One call (or one page of an iterator): refused once closed, bounded by `timeout`,
+        redis-py's errors mapped. Store methods get it from `reading`/`writing`."""
         if self._closed:
-            raise self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
+            raise self._closed_error()
         try:
             async with asyncio.timeout(self.timeout):
                 yield
@@ -204,6 +216,9 @@ class RedisBacked:
             raise self._unavailable(f"no reply within {self.timeout:g}s", write) from exc
         except (RedisError, OSError) as exc:
             raise self._translate(exc, write) from exc
+
+    def _closed_error(self) -> Exception:
+        return self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
 
     def _translate(self, exc: RedisError | OSError, write: bool) -> Exception:
         """The store's exception for a redis-py error (the one map of them)."""
@@ -260,7 +275,8 @@ class RedisBacked:
     async def _write(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run write script `name` with retry dedup: this store's producer id and the call's
         number go first in ARGV (see lua/_common.lua)."""
-        await self._configure(write=True)
+        if not self._recorded:
+            await self._configure(write=True)
         # No await between numbering the call and queueing it: calls leave in number order.
         return await self._script(name, keys, (self._producer, next(self._numbers), *args))
 
@@ -270,7 +286,8 @@ class RedisBacked:
         """Run script `name`; a script error is diagnosed: a key of a type the store never
         writes there, or stream entries it did not write, is corrupt data, naming the key.
         `record`: the call creates data, so the shard count must be recorded first."""
-        await self._configure(write=record)
+        if not self._recorded:
+            await self._configure(write=record)
         try:
             return await self._run(name, tuple(keys), tuple(args))
         except ResponseError as exc:

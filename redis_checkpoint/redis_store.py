@@ -98,7 +98,11 @@ class RedisPersistenceStore(RedisBacked):
         self._completed_ttl = check.ttl_ms(completed_ttl, "completed_ttl")
         self._max_bytes = check.integer(max_envelope_bytes, "max_envelope_bytes", 1)
         self._max_batch = check.integer(max_batch_bytes, "max_batch_bytes", 1)
-        self._window = check.ttl_ms(idempotency_window, "idempotency_window")
+        self.constants = {  # see lua/_trace.lua
+            "TTL_MS": self._ttl,
+            "COMPLETED_TTL_MS": self._completed_ttl,
+            "KEY_WINDOW_MS": check.ttl_ms(idempotency_window, "idempotency_window"),
+        }
         super().__init__(
             redis, prefix=prefix, shards=shards, timeout=timeout, owns_client=owns_client
         )
@@ -126,8 +130,7 @@ class RedisPersistenceStore(RedisBacked):
         self, name: str, keys: TraceKeys, args: tuple[Any, ...], key: bytes = b""
     ) -> tuple[Reply, Any]:
         """Run a trace script; its common ARGV (see `lua/_trace.lua`) goes first."""
-        head = (keys.raw_id, self._ttl, self._completed_ttl, key, self._window)
-        code, detail = await self._write(name, keys.script, (*head, *args))
+        code, detail = await self._write(name, keys.script, (keys.raw_id, key, *args))
         if code == Reply.STALE:
             raise TREE.unavailable(
                 "a copy of this call arrived too late to tell whether it was applied"

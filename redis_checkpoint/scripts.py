@@ -19,6 +19,7 @@ from enum import IntEnum
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -52,12 +53,14 @@ def _lua_dir() -> Traversable:
 LUA_DIR = _lua_dir()
 
 
-def source(name: str) -> str:
-    """The full text of script `name`: the preludes its first line names, then its own."""
+def source(name: str, constants: Mapping[str, int] | None = None) -> str:
+    """The full text of script `name`: a store's `constants` (its settings, as Lua locals:
+    fewer arguments to pack per call), the preludes its first line names, then its own."""
     text = (LUA_DIR / f"{name}.lua").read_text()
     first = text.split("\n", 1)[0]
     uses = first.removeprefix("-- uses:").split() if first.startswith("-- uses:") else []
-    return "".join((LUA_DIR / f"{prelude}.lua").read_text() for prelude in uses) + text
+    head = "".join(f"local {key} = {int(value)}\n" for key, value in (constants or {}).items())
+    return head + "".join((LUA_DIR / f"{prelude}.lua").read_text() for prelude in uses) + text
 
 
 class NotSent(ConnectionError):
@@ -79,9 +82,15 @@ class ScriptRunner:
     own deadlines, and the calls queued behind it must not wait forever.
     """
 
-    def __init__(self, client: Redis, names: tuple[str, ...], timeout: float) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        names: tuple[str, ...],
+        timeout: float,
+        constants: Mapping[str, int] | None = None,
+    ) -> None:
         self._client = client
-        self._scripts = {name: client.register_script(source(name)) for name in names}
+        self._scripts = {name: client.register_script(source(name, constants)) for name in names}
         self._timeout = timeout
         self._queue: deque[_Call] = deque()
         self._busy = False  # a single call or a pipeline is under way

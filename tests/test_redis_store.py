@@ -86,7 +86,7 @@ async def test_expired_traces_leave_the_shard_indexes(client: Redis) -> None:
 async def test_a_copy_of_an_applied_call_is_recognised(store: RedisPersistenceStore) -> None:
     keys = store.keys("trace-1")
     blob = encode_envelope(envelope())
-    argv = (b"producer", 7, keys.raw_id, 0, 0, b"", 1000, b"Flow", b"1.0", blob)
+    argv = (b"producer", 7, keys.raw_id, b"", b"Flow", b"1.0", blob)
     assert await store._run("append", keys.script, argv) == [0, 1]
     assert await store._run("append", keys.script, argv) == [Reply.DUPLICATE, b""]
     trace = await store.load("trace-1")

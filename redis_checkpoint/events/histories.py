@@ -29,8 +29,6 @@ UUID_TEXT = 36
 class Histories(RedisBacked):
     """`ReadableEventStore` (less timers) and `WritableEventStore` on Redis."""
 
-    _completed_ttl: int
-
     def keys(self, workflow_id: UUID) -> WorkflowKeys:
         """The keys of a workflow (all in one cluster slot)."""
         return WorkflowKeys.build(self.prefix, self.shards, arguments.workflow_id(workflow_id))
@@ -51,7 +49,7 @@ class Histories(RedisBacked):
         wf, batch, expected = arguments.append(token, workflow_id, events, expected_seq)
         keys = self.keys(wf)
         error = arguments.contiguity_error(batch, expected)
-        args: list[Any] = [keys.workflow_id, expected, self._completed_ttl, error or ""]
+        args: list[Any] = [keys.workflow_id, expected, error or ""]
         for event in () if error else batch:
             kind, extra = projection_fields(event)
             args += (event.seq, kind, micros(event.recorded_at), extra, dump_event(event).encode())

@@ -51,7 +51,7 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
         timeout: float = DEFAULT_TIMEOUT,
         owns_client: bool = False,
     ) -> None:
-        self._completed_ttl = TREE.check.ttl_ms(completed_ttl, "completed_ttl")
+        self.constants = {"COMPLETED_TTL_MS": TREE.check.ttl_ms(completed_ttl, "completed_ttl")}
         super().__init__(
             redis, prefix=prefix, shards=shards, timeout=timeout, owns_client=owns_client
         )
