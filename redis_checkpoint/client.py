@@ -133,18 +133,24 @@ def writing(method: Method[S, P, R]) -> Method[S, P, R]:
     return _operation(method, write=True)
 
 
-def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
+def scripted(method: Method[S, P, R]) -> Method[S, P, R]:
+    """A store method whose I/O is one script call (`_write`, `_script`): as `writing`, but
+    the call's deadline is kept by the script runner, without a timer of its own."""
+    return _operation(method, write=True, timer=False)
+
+
+def _operation(method: Method[S, P, R], write: bool, timer: bool = True) -> Method[S, P, R]:
     async def bounded(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         # `deadline`, inlined: this wraps every call, and a generator-based context manager
         # was a measurable share of a write's client time.
         if self._closed:
             raise self._closed_error()
         try:
+            if not timer:
+                return await method(self, *args, **kwargs)
             async with asyncio.timeout(self.timeout):
                 return await method(self, *args, **kwargs)
-        except TimeoutError as exc:
-            raise self._unavailable(f"no reply within {self.timeout:g}s", write) from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             raise self._translate(exc, write) from exc
 
     functools.update_wrapper(bounded, method)
@@ -178,7 +184,7 @@ class RedisBacked:
         self._configuring = asyncio.Lock()  # many first calls at once check the record once
         self._producer = os.urandom(8)  # retry dedup: this store's calls are numbered
         self._numbers = itertools.count(1)
-        self._run = ScriptRunner(redis, self.scripts, self.timeout, self.constants)
+        self._run = ScriptRunner(redis, self.scripts, self.constants)
 
     async def __aenter__(self) -> Self:
         async with self.deadline(write=False):
@@ -212,9 +218,7 @@ class RedisBacked:
         try:
             async with asyncio.timeout(self.timeout):
                 yield
-        except TimeoutError as exc:
-            raise self._unavailable(f"no reply within {self.timeout:g}s", write) from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             raise self._translate(exc, write) from exc
 
     def _closed_error(self) -> Exception:
@@ -223,7 +227,9 @@ class RedisBacked:
     def _translate(self, exc: RedisError | OSError, write: bool) -> Exception:
         """The store's exception for a redis-py error (the one map of them)."""
         if isinstance(exc, NotSent):
-            return self.errors.unavailable(f"Redis unreachable: {exc}")
+            return self.errors.unavailable(f"Redis unreachable, the call was not sent: {exc}")
+        if isinstance(exc, TimeoutError):
+            return self._unavailable(f"no reply within {self.timeout:g}s", write)
         if isinstance(exc, _DENIED) or _denied(str(exc)):  # names the command; never retried
             detail = str(exc).replace("EXEC without MULTI", "the 'multi' command was refused")
             return self.errors.denied(f"Redis denied the call: {detail}")
@@ -275,25 +281,38 @@ class RedisBacked:
     async def _write(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run write script `name` with retry dedup: this store's producer id and the call's
         number go first in ARGV (see lua/_common.lua)."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
         if not self._recorded:
-            await self._configure(write=True)
+            async with asyncio.timeout_at(deadline):
+                await self._configure(write=True)
         # No await between numbering the call and queueing it: calls leave in number order.
-        return await self._script(name, keys, (self._producer, next(self._numbers), *args))
+        args = (self._producer, next(self._numbers), *args)
+        return await self._script(name, keys, args, deadline=deadline)
 
     async def _script(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], record: bool = True
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        record: bool = True,
+        deadline: float | None = None,
     ) -> Any:
-        """Run script `name`; a script error is diagnosed: a key of a type the store never
-        writes there, or stream entries it did not write, is corrupt data, naming the key.
-        `record`: the call creates data, so the shard count must be recorded first."""
+        """Run script `name` within `deadline` (the loop's clock; default: `timeout` from
+        now). A script error is diagnosed: a key of a type the store never writes there, or
+        stream entries it did not write, is corrupt data, naming the key. `record`: the
+        call creates data, so the shard count must be recorded first."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.timeout
         if not self._recorded:
-            await self._configure(write=record)
+            async with asyncio.timeout_at(deadline):
+                await self._configure(write=record)
         try:
-            return await self._run(name, tuple(keys), tuple(args))
+            return await self._run(name, tuple(keys), tuple(args), deadline)
         except ResponseError as exc:
             if type(exc) is not ResponseError or _denied(str(exc)):  # the server's refusal
                 raise
-            raise await self._diagnose(exc, name, keys) from exc
+            async with asyncio.timeout_at(deadline):
+                raise await self._diagnose(exc, name, keys) from exc
 
     async def _diagnose(self, exc: ResponseError, name: str, keys: Sequence[str]) -> Exception:
         async with self.redis.pipeline(transaction=False) as pipe:

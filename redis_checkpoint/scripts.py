@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -73,40 +73,41 @@ class _Call:
     keys: tuple[Any, ...]
     args: tuple[Any, ...]
     future: asyncio.Future[Any]
+    deadline: float
 
 
 class ScriptRunner:
     """Runs named scripts on one client, pipelining the calls that arrive concurrently.
 
-    A pipeline's own round trip is bounded by `timeout`: its callers are bounded by their
-    own deadlines, and the calls queued behind it must not wait forever.
+    Each call carries its deadline (on the event loop's clock): a call still queued at its
+    deadline fails as not sent, and a pipeline is cut at the earliest deadline in it. So the
+    calls need no timer of their own: a timer per call was a measurable part of a write.
     """
 
     def __init__(
-        self,
-        client: Redis,
-        names: tuple[str, ...],
-        timeout: float,
-        constants: Mapping[str, int] | None = None,
+        self, client: Redis, names: tuple[str, ...], constants: Mapping[str, int] | None = None
     ) -> None:
         self._client = client
         self._scripts = {name: client.register_script(source(name, constants)) for name in names}
-        self._timeout = timeout
         self._queue: deque[_Call] = deque()
         self._busy = False  # a single call or a pipeline is under way
         self._flushes: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, name: str, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
-        """Run script `name`; returns its reply or raises the server's error."""
+    async def __call__(
+        self, name: str, keys: tuple[Any, ...], args: tuple[Any, ...], deadline: float
+    ) -> Any:
+        """Run script `name`; returns its reply or raises the server's error, or TimeoutError
+        (NotSent if it never left) once `deadline` passes."""
         script = self._scripts[name]
         if not self._busy:
             self._busy = True
             try:
-                return await script(keys, args)
+                async with asyncio.timeout_at(deadline):
+                    return await script(keys, args)
             finally:
                 self._busy = False
                 self._next()
-        call = _Call(script, keys, args, asyncio.get_running_loop().create_future())
+        call = _Call(script, keys, args, asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(call)
         try:
             return await call.future
@@ -117,10 +118,16 @@ class ScriptRunner:
 
     def _next(self) -> None:
         """Send what queued up meanwhile as one pipeline."""
-        if not self._queue or self._busy:
+        now = asyncio.get_running_loop().time()
+        batch: list[_Call] = []
+        while self._queue and len(batch) < MAX_BATCH and not self._busy:
+            call = self._queue.popleft()
+            if call.deadline > now:
+                batch.append(call)
+            else:  # it waited out its deadline behind a slow call
+                _fail(call, NotSent("no reply in time from the call ahead of it"))
+        if not batch:
             return
-        count = min(len(self._queue), MAX_BATCH)
-        batch = [self._queue.popleft() for _ in range(count)]
         self._busy = True
         task = asyncio.ensure_future(self._send(batch))
         self._flushes.add(task)
@@ -141,7 +148,7 @@ class ScriptRunner:
                 _fail(call, NotSent(f"the pipeline could not be built: {exc!r}"))
             return
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(min(call.deadline for call in batch)):
                 replies = await pipe.execute(raise_on_error=False)
                 for call, reply in zip(batch, replies, strict=True):
                     await _settle(call, reply)

@@ -59,9 +59,9 @@ def record_script_calls(store: Any) -> list[tuple[str, tuple[str, ...]]]:
     calls: list[tuple[str, tuple[str, ...]]] = []
     run = store._run
 
-    async def recording(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    async def recording(name: str, keys: tuple[str, ...], *args: Any) -> Any:
         calls.append((name, keys))
-        return await run(name, keys, args)
+        return await run(name, keys, *args)
 
     store._run = recording
     return calls

@@ -87,8 +87,8 @@ async def test_a_copy_of_an_applied_call_is_recognised(store: RedisPersistenceSt
     keys = store.keys("trace-1")
     blob = encode_envelope(envelope())
     argv = (b"producer", 7, keys.raw_id, b"", b"Flow", b"1.0", blob)
-    assert await store._run("append", keys.script, argv) == [0, 1]
-    assert await store._run("append", keys.script, argv) == [Reply.DUPLICATE, b""]
+    assert await store._script("append", keys.script, argv) == [0, 1]
+    assert await store._script("append", keys.script, argv) == [Reply.DUPLICATE, b""]
     trace = await store.load("trace-1")
     assert trace is not None and len(trace.events) == 1
 

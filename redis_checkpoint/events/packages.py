@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ..client import RedisBacked, pairs, reading, writing
+from ..client import RedisBacked, pairs, reading, scripted, writing
 from ..keys import shard_tag
 from . import arguments
 from .encoding import from_micros, micros
@@ -21,7 +21,7 @@ class Packages(RedisBacked):
         tag = shard_tag(self.prefix, "pkg")
         return f"{tag}:archives", f"{tag}:deployed", f"{tag}:routes"
 
-    @writing
+    @scripted
     async def put_package(self, record: PackageRecord) -> None:
         """See `PackageStore.put_package`: archive and route in one script."""
         check.instance(record, PackageRecord, "record")
@@ -51,7 +51,7 @@ class Packages(RedisBacked):
             )
         return sorted(records, key=PackageRecord.sort_key)
 
-    @writing
+    @scripted
     async def delete_package(self, workflow_type: str, content_hash: str) -> None:
         """See `PackageStore.delete_package`: idempotent; routes are left alone."""
         field = _package_field(workflow_type, content_hash)

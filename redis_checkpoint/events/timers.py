@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from ..client import RedisBacked, pairs, reading, writing
+from ..client import RedisBacked, pairs, reading, scripted, writing
 from ..keys import WorkflowKeys, shard_keys
 from . import arguments
 from .encoding import from_micros, micros
@@ -48,7 +48,7 @@ class Timers(RedisBacked):
         ]
         return sorted(due, key=TimerEntry.sort_key)
 
-    @writing
+    @scripted
     async def retire_timer(self, workflow_id: UUID, timer_id: TimerId, fire_at: datetime) -> bool:
         """Delete the timer row if it still fires at `fire_at`, so a timer service can clean
         up what it fired; False if it is absent or was re-armed meanwhile (the re-arm wins).
