@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
@@ -108,7 +108,10 @@ def connect(
         # redis-py quietly takes db 0 for `/abc`; unix:// paths are files.
         if parts.scheme != "unix" and not re.fullmatch(r"/?|/[0-9]+", parts.path):
             raise ValueError(f"the path must be a database number such as /0, not {parts.path!r}")
-        return Redis.from_url(url, **{**client_defaults(timeout), **(options or {})})
+        # Calls beyond the pool's connections wait for one (within their deadline) instead
+        # of failing with "Too many connections".
+        settings = {**client_defaults(timeout), "timeout": None, **(options or {})}
+        return Redis.from_pool(BlockingConnectionPool.from_url(url, **settings))
     except ValueError as exc:
         raise errors.invalid(f"invalid URL {_redacted(url)}: {exc}") from None
 
@@ -124,29 +127,26 @@ Method = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
 
 
 def reading(method: Method[S, P, R]) -> Method[S, P, R]:
-    """A store method that reads: bounded by the store's deadline, errors mapped."""
+    """A store method that reads: refused once closed, bounded by the store's deadline,
+    redis-py's errors mapped to the store's tree."""
     return _operation(method, write=False)
 
 
 def writing(method: Method[S, P, R]) -> Method[S, P, R]:
-    """A store method that writes: as `reading`, and a lost call says its outcome is unknown."""
+    """A store method that writes through the script runner (`_write`, `_script`,
+    `_command`): as `reading`, but the runner keeps the call's deadline, without a timer of
+    its own, and a lost call says its outcome is unknown."""
     return _operation(method, write=True)
 
 
-def scripted(method: Method[S, P, R]) -> Method[S, P, R]:
-    """A store method whose I/O is one script call (`_write`, `_script`): as `writing`, but
-    the call's deadline is kept by the script runner, without a timer of its own."""
-    return _operation(method, write=True, timer=False)
-
-
-def _operation(method: Method[S, P, R], write: bool, timer: bool = True) -> Method[S, P, R]:
+def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
     async def bounded(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         # `deadline`, inlined: this wraps every call, and a generator-based context manager
-        # was a measurable share of a write's client time.
+        # (or a timer per write) was a measurable share of a write's client time.
         if self._closed:
             raise self._closed_error()
         try:
-            if not timer:
+            if write:
                 return await method(self, *args, **kwargs)
             async with asyncio.timeout(self.timeout):
                 return await method(self, *args, **kwargs)
@@ -313,6 +313,19 @@ class RedisBacked:
                 raise
             async with asyncio.timeout_at(deadline):
                 raise await self._diagnose(exc, name, keys) from exc
+
+    async def _command(self, *command: Any) -> Any:
+        """One command that is a whole write (atomic and idempotent as it is), pipelined with
+        the store's other writes; a wrong-typed key is corrupt data, naming it."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        if not self._recorded:
+            async with asyncio.timeout_at(deadline):
+                await self._configure(write=True)
+        try:
+            return await self._run.command(command, deadline)
+        except ResponseError as exc:
+            self._raise_for(str(command[1]), [exc])
+            raise
 
     async def _diagnose(self, exc: ResponseError, name: str, keys: Sequence[str]) -> Exception:
         async with self.redis.pipeline(transaction=False) as pipe:

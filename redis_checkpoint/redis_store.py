@@ -15,7 +15,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis
 
-from .client import DEFAULT_TIMEOUT, RedisBacked, connect, reading, scripted
+from .client import DEFAULT_TIMEOUT, RedisBacked, connect, reading, writing
 from .codec import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_ENVELOPE_BYTES,
@@ -142,7 +142,7 @@ class RedisPersistenceStore(RedisBacked):
             return b""
         return TREE.check.utf8(idempotency_key, "idempotency_key")
 
-    @scripted
+    @writing
     async def append(
         self, envelope: PersistenceEnvelope, idempotency_key: str | None = None
     ) -> None:
@@ -153,7 +153,7 @@ class RedisPersistenceStore(RedisBacked):
         """
         await self._append(Batch([envelope], self._max_bytes, self._max_batch), idempotency_key)
 
-    @scripted
+    @writing
     async def append_many(
         self, envelopes: Iterable[PersistenceEnvelope], idempotency_key: str | None = None
     ) -> None:
@@ -295,7 +295,7 @@ class RedisPersistenceStore(RedisBacked):
             raise TREE.corrupt(keys.meta, f"field {field.decode()} is {raw!r}, not a count")
         return int(raw)
 
-    @scripted
+    @writing
     async def resume(self, trace_id: str, resume_from_step: int) -> ResumeCursor:
         """Record the resume step; see `PersistenceStore.resume`."""
         step = TREE.check.integer(resume_from_step, "resume_from_step", 0)
@@ -306,7 +306,7 @@ class RedisPersistenceStore(RedisBacked):
             raise TraceCompleted(trace_id, "be resumed")
         return ResumeCursor(trace_id=trace_id, next_step=min(step + 1, U64_MAX))
 
-    @scripted
+    @writing
     async def complete(self, trace_id: str, completion: CompletionState) -> None:
         """Set the completion state, overwriting; `completed_ttl` applies from here."""
         state = TREE.check.member(completion, CompletionState, "completion")
@@ -314,7 +314,7 @@ class RedisPersistenceStore(RedisBacked):
         if code == Reply.NOT_FOUND:
             raise TraceNotFound(trace_id)
 
-    @scripted
+    @writing
     async def save_intervention(
         self, trace_id: str, intervention: Intervention, idempotency_key: str | None = None
     ) -> None:
@@ -327,7 +327,7 @@ class RedisPersistenceStore(RedisBacked):
         if code == Reply.NOT_FOUND:
             raise TraceNotFound(trace_id)
 
-    @scripted
+    @writing
     async def delete(self, trace_id: str) -> bool:
         """Remove a trace and its index entries; returns whether it existed (a retry of a
         delete whose reply was lost reports True)."""

@@ -69,11 +69,18 @@ class NotSent(ConnectionError):
 
 @dataclass(slots=True)
 class _Call:
-    script: AsyncScript
-    keys: tuple[Any, ...]
-    args: tuple[Any, ...]
+    command: tuple[Any, ...]  # EVALSHA sha numkeys keys... args..., or one plain command
+    script: AsyncScript | None  # reloads the script on NOSCRIPT
     future: asyncio.Future[Any]
     deadline: float
+
+    async def alone(self, client: Redis) -> Any:
+        """Send this call on its own (AsyncScript loads a script the server lost)."""
+        if self.script is None:
+            return await client.execute_command(*self.command)  # type: ignore[no-untyped-call]
+        numkeys = self.command[2]
+        keys, args = self.command[3 : 3 + numkeys], self.command[3 + numkeys :]
+        return await self.script(keys, args)
 
 
 class ScriptRunner:
@@ -99,15 +106,26 @@ class ScriptRunner:
         """Run script `name`; returns its reply or raises the server's error, or TimeoutError
         (NotSent if it never left) once `deadline` passes."""
         script = self._scripts[name]
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._submit(command, script, deadline)
+
+    async def command(self, command: tuple[Any, ...], deadline: float) -> Any:
+        """Run one plain command (a write that is atomic alone), pipelined like scripts."""
+        return await self._submit(command, None, deadline)
+
+    async def _submit(
+        self, command: tuple[Any, ...], script: AsyncScript | None, deadline: float
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        call = _Call(command, script, loop.create_future(), deadline)
         if not self._busy:
             self._busy = True
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await script(keys, args)
+                    return await call.alone(self._client)
             finally:
                 self._busy = False
                 self._next()
-        call = _Call(script, keys, args, asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(call)
         try:
             return await call.future
@@ -142,7 +160,7 @@ class ScriptRunner:
         try:
             pipe = self._client.pipeline(transaction=False)
             for call in batch:
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                pipe.execute_command(*call.command)
         except Exception as exc:  # nothing left: every call fails, none is in doubt
             for call in batch:
                 _fail(call, NotSent(f"the pipeline could not be built: {exc!r}"))
@@ -151,26 +169,25 @@ class ScriptRunner:
             async with asyncio.timeout_at(min(call.deadline for call in batch)):
                 replies = await pipe.execute(raise_on_error=False)
                 for call, reply in zip(batch, replies, strict=True):
-                    await _settle(call, reply)
+                    await self._settle(call, reply)
         except BaseException as exc:  # the connection failed or stalled: all in doubt
             for call in batch:
                 _fail(call, exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
             if not isinstance(exc, Exception):
                 raise
 
-
-async def _settle(call: _Call, reply: Any) -> None:
-    """Hand a call its reply; a script the server lost (NOSCRIPT) is sent again on its own,
-    and AsyncScript reloads it."""
-    if isinstance(reply, NoScriptError):
-        try:
-            reply = await call.script(call.keys, call.args)
-        except Exception as exc:
-            reply = exc
-    if isinstance(reply, Exception):
-        _fail(call, reply)
-    elif not call.future.done():
-        call.future.set_result(reply)
+    async def _settle(self, call: _Call, reply: Any) -> None:
+        """Hand a call its reply; a script the server lost (NOSCRIPT) is sent again on its
+        own, and AsyncScript reloads it."""
+        if isinstance(reply, NoScriptError):
+            try:
+                reply = await call.alone(self._client)
+            except Exception as exc:
+                reply = exc
+        if isinstance(reply, Exception):
+            _fail(call, reply)
+        elif not call.future.done():
+            call.future.set_result(reply)
 
 
 def _fail(call: _Call, exc: BaseException) -> None:

@@ -59,11 +59,16 @@ def record_script_calls(store: Any) -> list[tuple[str, tuple[str, ...]]]:
     calls: list[tuple[str, tuple[str, ...]]] = []
     run = store._run
 
-    async def recording(name: str, keys: tuple[str, ...], *args: Any) -> Any:
-        calls.append((name, keys))
-        return await run(name, keys, *args)
+    class Recording:
+        async def __call__(self, name: str, keys: tuple[str, ...], *args: Any) -> Any:
+            calls.append((name, keys))
+            return await run(name, keys, *args)
 
-    store._run = recording
+        async def command(self, command: tuple[Any, ...], deadline: float) -> Any:
+            calls.append((str(command[0]), (command[1],)))
+            return await run.command(command, deadline)
+
+    store._run = Recording()
     return calls
 
 

@@ -121,8 +121,10 @@ async def test_every_call_touches_one_cluster_slot(store: RedisEventStore) -> No
     assert [name for name, _ in calls] == [
         "append_events",
         "append_events",
+        "ZADD",
         "retire_timer",
         "put_package",
+        "HSET",
         "delete_package",
     ]
     for name, keys in calls:

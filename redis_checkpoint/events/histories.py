@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from ..client import RedisBacked, reading, scripted
+from ..client import RedisBacked, reading, writing
 from ..keys import WorkflowKeys, shard_keys
 from ..scripts import Reply
 from . import arguments
@@ -33,7 +33,7 @@ class Histories(RedisBacked):
         """The keys of a workflow (all in one cluster slot)."""
         return WorkflowKeys.build(self.prefix, self.shards, arguments.workflow_id(workflow_id))
 
-    @scripted
+    @writing
     async def append(
         self,
         token: WriteToken,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ..client import RedisBacked, pairs, reading, scripted, writing
+from ..client import RedisBacked, pairs, reading, writing
 from ..keys import shard_tag
 from . import arguments
 from .encoding import from_micros, micros
@@ -21,7 +21,7 @@ class Packages(RedisBacked):
         tag = shard_tag(self.prefix, "pkg")
         return f"{tag}:archives", f"{tag}:deployed", f"{tag}:routes"
 
-    @scripted
+    @writing
     async def put_package(self, record: PackageRecord) -> None:
         """See `PackageStore.put_package`: archive and route in one script."""
         check.instance(record, PackageRecord, "record")
@@ -51,7 +51,7 @@ class Packages(RedisBacked):
             )
         return sorted(records, key=PackageRecord.sort_key)
 
-    @scripted
+    @writing
     async def delete_package(self, workflow_type: str, content_hash: str) -> None:
         """See `PackageStore.delete_package`: idempotent; routes are left alone."""
         field = _package_field(workflow_type, content_hash)
@@ -62,8 +62,7 @@ class Packages(RedisBacked):
         """See `PackageStore.put_package_route`: one hash field."""
         route = check.text(workflow_type, "workflow_type")
         target = check.text(content_hash, "content_hash")
-        await self._configure(write=True)
-        await self._commands([("HSET", self._package_keys()[2], route, target)])
+        await self._command("HSET", self._package_keys()[2], route, target)
 
     @reading
     async def list_package_routes(self) -> list[PackageRouteRecord]:

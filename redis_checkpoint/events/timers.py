@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from ..client import RedisBacked, pairs, reading, scripted, writing
+from ..client import RedisBacked, pairs, reading, writing
 from ..keys import WorkflowKeys, shard_keys
 from . import arguments
 from .encoding import from_micros, micros
@@ -29,8 +29,7 @@ class Timers(RedisBacked):
         """See `ReadableEventStore.schedule_timer`: one sorted-set upsert."""
         key, member = self._timer(workflow_id, timer_id)
         score = micros(arguments.instant(fire_at, "fire_at"))
-        await self._configure(write=True)
-        await self._commands([("ZADD", key, score, member)])
+        await self._command("ZADD", key, score, member)
 
     @reading
     async def expired_timers(self, as_of: datetime) -> list[TimerEntry]:
@@ -48,7 +47,7 @@ class Timers(RedisBacked):
         ]
         return sorted(due, key=TimerEntry.sort_key)
 
-    @scripted
+    @writing
     async def retire_timer(self, workflow_id: UUID, timer_id: TimerId, fire_at: datetime) -> bool:
         """Delete the timer row if it still fires at `fire_at`, so a timer service can clean
         up what it fired; False if it is absent or was re-armed meanwhile (the re-arm wins).

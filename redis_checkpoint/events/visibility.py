@@ -22,9 +22,8 @@ class Visibility(RedisBacked):
     async def record_visibility(self, record: VisibilityRecord) -> None:
         """See `VisibilityStore.record_visibility`: one row per workflow id (one HSET)."""
         check.instance(record, VisibilityRecord, "record")
-        await self._configure(write=True)
         row = record.model_dump_json().encode()
-        await self._commands([("HSET", self._rows_key(), str(record.workflow_id), row)])
+        await self._command("HSET", self._rows_key(), str(record.workflow_id), row)
 
     @reading
     async def list_workflows(self, filter: ListWorkflowsFilter) -> list[VisibilityRecord]:
