@@ -186,6 +186,14 @@ class RedisBacked:
         self._numbers = itertools.count(1)
         self._run = ScriptRunner(redis, self.scripts, self.constants)
 
+    @classmethod
+    def open_url(
+        cls, url: str, client_options: Mapping[str, Any] | None, options: Mapping[str, Any]
+    ) -> Self:
+        """The body of each store's typed `from_url`: a client of `url`, owned by the store."""
+        timeout = cls.errors.check.seconds(options.get("timeout", DEFAULT_TIMEOUT), "timeout")
+        return cls(connect(url, cls.errors, timeout, client_options), owns_client=True, **options)
+
     async def __aenter__(self) -> Self:
         async with self.deadline(write=False):
             await self._configure(write=False)

@@ -15,7 +15,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis
 
-from .client import DEFAULT_TIMEOUT, RedisBacked, connect, reading, writing
+from .client import DEFAULT_TIMEOUT, RedisBacked, reading, writing
 from .codec import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_ENVELOPE_BYTES,
@@ -119,8 +119,7 @@ class RedisPersistenceStore(RedisBacked):
 
         `client_options` go to redis-py's `Redis.from_url`, over this package's defaults.
         """
-        timeout = TREE.check.seconds(options.get("timeout", DEFAULT_TIMEOUT), "timeout")
-        return cls(connect(url, TREE, timeout, client_options), owns_client=True, **options)
+        return cls.open_url(url, client_options, options)
 
     def keys(self, trace_id: str) -> TraceKeys:
         """The keys of a trace (all in one cluster slot)."""

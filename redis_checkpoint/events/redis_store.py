@@ -9,7 +9,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis
 
-from ..client import DEFAULT_TIMEOUT, connect
+from ..client import DEFAULT_TIMEOUT
 from .errors import TREE
 from .histories import Histories
 from .packages import Packages
@@ -68,5 +68,4 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
 
         `client_options` go to redis-py's `Redis.from_url`, over this package's defaults.
         """
-        timeout = TREE.check.seconds(options.get("timeout", DEFAULT_TIMEOUT), "timeout")
-        return cls(connect(url, TREE, timeout, client_options), owns_client=True, **options)
+        return cls.open_url(url, client_options, options)
