@@ -36,8 +36,9 @@ local function dedup_mark(key, field, seq, state)
     flags = string.sub(state, sep + 1)
     if back < 0 then
       flags = string.sub('1' .. string.rep('0', math.min(-back - 1, WINDOW)) .. flags, 1, WINDOW)
-    else
+    else -- a call below the highest one: pad the flags out to it, then set its own
       high = string.sub(state, 1, sep - 1)
+      if #flags < back then flags = flags .. string.rep('0', back - #flags) end
       flags = string.sub(flags, 1, back) .. '1' .. string.sub(flags, back + 2)
     end
   end

@@ -18,6 +18,7 @@ from redis_checkpoint import (
     Intervention,
     RedisPersistenceStore,
     StoreUnavailable,
+    TraceNotFound,
 )
 from redis_checkpoint import redis_store as checkpoint_module
 from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
@@ -305,3 +306,43 @@ async def test_loading_a_huge_trace_never_blocks_the_server(
         assert trace is not None and len(trace.events) == 60_000
         slow = [entry["command"] for entry in await store.redis.slowlog_get(100)]
     assert [c for c in slow if b"XRANGE" in c.upper()] == []
+
+
+async def test_calls_applied_out_of_number_order_are_each_applied_once(
+    store: RedisPersistenceStore,
+) -> None:
+    """A call re-sent after NOSCRIPT leaves after later ones: the flags must still mark the
+    right calls (5, 3, 4, then a copy of 3)."""
+    keys = store.keys("trace-1")
+
+    blob = encode_envelope(envelope())
+
+    async def call(number: int) -> list[Any]:
+        argv = (b"producer", number, keys.raw_id, b"", b"Flow", b"1.0", blob)
+        reply: list[Any] = await store._script("append", keys.script, argv)
+        return reply
+
+    assert [(await call(n))[0] for n in (5, 3, 4, 3)] == [0, 0, 0, Reply.DUPLICATE]
+    trace = await store.load("trace-1")
+    assert trace is not None and len(trace.events) == 3
+
+
+async def test_a_pipeline_of_cached_and_lost_scripts_loses_no_write(
+    store: RedisPersistenceStore, client: Redis
+) -> None:
+    other = RedisPersistenceStore(client, prefix=store.prefix)
+    await other.append(envelope(step=1))  # the trace exists; `store` has never written it
+    await client.script_flush()
+    item = Intervention(target_node="m", timestamp_ms=3)
+    with pytest.raises(TraceNotFound):  # loads the save_intervention script, not append's
+        await store.save_intervention("missing", item)
+    await asyncio.gather(  # the appends get NOSCRIPT and are re-sent after the last call
+        store.save_intervention("missing", item),
+        store.append(envelope(step=2)),
+        store.append(envelope(step=3)),
+        store.save_intervention("trace-1", item),
+        return_exceptions=True,
+    )
+    trace = await store.load("trace-1")
+    assert trace is not None and [e.step for e in trace.events] == [1, 2, 3]
+    assert trace.interventions == [item]
