@@ -38,6 +38,19 @@ R = TypeVar("R")
 S = TypeVar("S", bound="RedisBacked")
 
 DEFAULT_TIMEOUT = 10.0
+
+# Stores made before a fork must not share their producer id with the children: the
+# children's numbered calls would look like copies of each other's (lua/_common.lua).
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 _DENIED = (AuthenticationError, AuthorizationError, NoPermissionError)
 _TRANSIENT = (ReadOnlyError, ClusterDownError, TryAgainError)  # failover, resharding
 
@@ -182,9 +195,14 @@ class RedisBacked:
         self._closed = False
         self._recorded = False  # the shard count is recorded (and matches)
         self._configuring = asyncio.Lock()  # many first calls at once check the record once
-        self._producer = os.urandom(8)  # retry dedup: this store's calls are numbered
-        self._numbers = itertools.count(1)
+        self._new_producer()
         self._run = ScriptRunner(redis, self.scripts, self.constants)
+
+    def _new_producer(self) -> None:
+        """Retry dedup: this store's calls are numbered under a random producer id."""
+        self._producer = os.urandom(8)
+        self._numbers = itertools.count(1)
+        self._forks = _forks
 
     @classmethod
     def open_url(
@@ -293,6 +311,8 @@ class RedisBacked:
         if not self._recorded:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=True)
+        if self._forks != _forks:  # a child process: a producer of its own
+            self._new_producer()
         # No await between numbering the call and queueing it: calls leave in number order.
         args = (self._producer, next(self._numbers), *args)
         return await self._script(name, keys, args, deadline=deadline)

@@ -6,6 +6,7 @@ failed pipeline settles every call in it, listings are exact and `load` reads in
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from unittest import mock
@@ -282,3 +283,30 @@ async def test_a_stopped_server_is_unavailable_and_a_restart_recovers(
     await k.write(store, 0, 1)
     assert await k.written(store, 0) == [1]
     await store.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_store_made_before_a_fork_keeps_the_childrens_writes_apart(
+    real_server: ServerProcess, kind: str
+) -> None:
+    """gunicorn --preload, multiprocessing, Celery prefork: a store made at import time, then
+    used by each worker process (here one after the other, on one trace or workflow)."""
+    k = KINDS[kind]
+    prefix = fresh_prefix()
+    store = k.store_class(Redis.from_url(real_server.url), prefix=prefix)
+    for n in (1, 2):
+        pid = os.fork()
+        if pid == 0:  # the worker: one write on its own event loop, then out at once
+            code = 1
+            try:
+                asyncio.run(k.write(store, 0, n))
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+
+    async def written() -> list[int]:
+        async with k.store_class.from_url(real_server.url, prefix=prefix) as reader:
+            return await k.written(reader, 0)
+
+    assert asyncio.run(written()) == [1, 2]
