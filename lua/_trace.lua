@@ -39,7 +39,11 @@ local function index(keep_ms)
     end
   end
   redis.call('ZADD', traces, now, id)
-  if keep_ms > 0 then redis.call('ZADD', expiry, now + keep_ms, id) end
+  if keep_ms > 0 then
+    redis.call('ZADD', expiry, now + keep_ms, id)
+  else -- kept forever now, whatever deadline a store with a TTL set before
+    redis.call('ZREM', expiry, id)
+  end
 end
 
 -- Runs last, after the writes: remembers the call, then expires every key of the trace

@@ -18,7 +18,7 @@ from typing import Any
 from .client import pairs
 from .keys import shard_keys
 
-PASSES = 8  # passes over what moved during the previous one, at most
+PASSES = 64  # passes over what moved during the previous one, at most (endless creation)
 Read = Callable[[Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]  # RedisBacked._commands
 
 
@@ -83,17 +83,24 @@ async def iter_index(
     read: Read, prefix: str, shards: int, name: str, page: int
 ) -> AsyncIterator[bytes]:
     """Every member of the shards' `name` index once, newest first; a member present for
-    the whole listing is returned whatever writes move it meanwhile."""
+    the whole listing is returned whatever writes move it meanwhile.
+
+    The first pass reads what is scored up to the listing's start; each later pass reads
+    everything scored above the previous pass's start (what writes moved meanwhile), until
+    a pass finds no member it has not returned.
+    """
     keys = shard_keys(prefix, shards, name)
     seen: set[bytes] = set()
-    low, high = "-inf", await _server_ms(read)
+    started = await _server_ms(read)
+    low, high = "-inf", repr(started)
     for _ in range(PASSES):
-        found = False
-        async for member in _pass(read, keys, low, repr(high), page):
-            found = True
+        new = False
+        async for member in _pass(read, keys, low, high, page):
             if member not in seen:
+                new = True
                 seen.add(member)
                 yield member
-        if not found:
+        if not new:
             return
-        low, high = f"({high!r}", await _server_ms(read)
+        low, high = f"({started!r}", "+inf"
+        started = await _server_ms(read)

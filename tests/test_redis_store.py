@@ -346,3 +346,39 @@ async def test_a_pipeline_of_cached_and_lost_scripts_loses_no_write(
     trace = await store.load("trace-1")
     assert trace is not None and [e.step for e in trace.events] == [1, 2, 3]
     assert trace.interventions == [item]
+
+
+async def test_a_trace_written_all_through_a_listing_is_listed(client: Redis) -> None:
+    store = RedisPersistenceStore(client, prefix=fresh_prefix(), shards=2)
+    for n in range(20):
+        await store.append(envelope(f"idle-{n}"))
+    await store.append(envelope("hot"))
+    writer = RedisPersistenceStore(client, prefix=store.prefix, shards=2)
+    stop = asyncio.Event()
+
+    async def keep_writing() -> None:
+        step = 0
+        while not stop.is_set():
+            step += 1
+            await writer.append(envelope("hot", step=step))
+
+    task = asyncio.create_task(keep_writing())
+    try:
+        for _ in range(20):
+            listed = [s.trace_id async for s in store.iter_traces(page=3)]
+            assert sorted(listed) == sorted(["hot", *(f"idle-{n}" for n in range(20))])
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_trace_without_ttl_stays_listed_beside_stores_with_one(client: Redis) -> None:
+    prefix = fresh_prefix()
+    short = RedisPersistenceStore(client, prefix=prefix, shards=1, ttl=0.1)
+    forever = RedisPersistenceStore(client, prefix=prefix, shards=1)
+    await short.append(envelope("t"))
+    await asyncio.sleep(0.15)  # t expires
+    await forever.append(envelope("t"))  # and comes back, kept forever
+    await asyncio.sleep(0.15)
+    await short.append(envelope("other"))  # a write that sweeps the shard's deadlines
+    assert {s.trace_id async for s in forever.iter_traces()} == {"t", "other"}
