@@ -7,6 +7,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from .failures import BadArgument
 
 U64_MAX = 2**64 - 1
@@ -67,6 +69,15 @@ class Checks:
                 return member
         names = ", ".join(str(m.value) for m in kind)
         raise self.invalid(f"{field} must be one of {names}, got {value!r}")
+
+    def items(self, value: Any, field: str) -> list[Any]:
+        """An iterable's items (a string, a mapping or a model is one value, not items)."""
+        if isinstance(value, str | bytes | dict | BaseModel):
+            raise self.invalid(f"{field} must be an iterable of items, got {value!r:.80}")
+        try:
+            return list(value)
+        except TypeError:
+            raise self.invalid(f"{field} must be an iterable, got {value!r:.80}") from None
 
     def instance(self, value: Any, kind: type[K], field: str) -> K:
         if not isinstance(value, kind):

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from . import (
     RedisPersistenceStore,
     TraceSummary,
 )
+from .client import redact as redact_urls
 from .errors import PersistenceError
 
 FALLBACK_URL = "fakeredis://"  # when REDIS_CHECKPOINT_URL is unset (read at parse time)
@@ -44,8 +44,6 @@ class Crash(Exception):
     """The demo's stand-in for a worker dying mid-pipeline."""
 
 
-# The password part of `scheme://user:password@`, up to the last @ before the host.
-CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]*@", re.IGNORECASE)
 
 
 def redact(text: str, url: str = "") -> str:
@@ -56,7 +54,7 @@ def redact(text: str, url: str = "") -> str:
         password = ""
     for secret in {password, unquote(password)} - {""}:
         text = text.replace(secret, "***")
-    return CREDENTIALS.sub(r"\1***@", text)
+    return redact_urls(text)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -168,6 +166,12 @@ async def main_async(args: argparse.Namespace) -> int:
         return await list_traces(store, args.limit, args.json)
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return int(text)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         super().error(redact(message))  # a mistyped argument may hold a URL with a password
@@ -186,7 +190,7 @@ def parser() -> Parser:
     show.add_argument("trace_id")
     show.add_argument("--json", action="store_true", help="Ranvier's JSON wire form")
     listing = commands.add_parser("list", help="traces, most recently updated first")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=positive, default=50, help="at most this many")
     listing.add_argument("--json", action="store_true")
     return parser
 

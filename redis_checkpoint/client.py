@@ -9,8 +9,17 @@ import functools
 import itertools
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from urllib.parse import urlsplit
@@ -111,12 +120,12 @@ def connect(
             ) from None
         client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return client
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    if not url.startswith(("redis://", "rediss://", "unix://")):
         raise errors.invalid(
-            f"unsupported URL {_redacted(url)}: use redis://, rediss://, unix:// or fakeredis://"
+            f"unsupported URL {redact(url)}: use redis://, rediss://, unix:// or fakeredis://"
         )
     try:
+        parts = urlsplit(url)  # raises on a malformed IPv6 host
         _ = parts.port  # raises on a port that is not a number in 0..65535
         # redis-py quietly takes db 0 for `/abc`; unix:// paths are files.
         if parts.scheme != "unix" and not re.fullmatch(r"/?|/[0-9]+", parts.path):
@@ -126,14 +135,17 @@ def connect(
         settings = {**client_defaults(timeout), "timeout": None, **(options or {})}
         return Redis.from_pool(BlockingConnectionPool.from_url(url, **settings))
     except ValueError as exc:
-        raise errors.invalid(f"invalid URL {_redacted(url)}: {exc}") from None
+        raise errors.invalid(f"invalid URL {redact(url)}: {exc}") from None
 
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+# The password of a URL in some text: from the `:` after the user name to the last `@` of the
+# URL, so that a password holding `/`, `?` or `#` (which breaks the URL's parsing) is masked.
+_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)\S*@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it shown as `***`."""
+    return _PASSWORD.sub(r"\1***@", text)
 
 
 Method = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
@@ -152,6 +164,11 @@ def writing(method: Method[S, P, R]) -> Method[S, P, R]:
     return _operation(method, write=True)
 
 
+# The deadline of the write under way in this task, from the call's start: encoding a large
+# batch counts too. The script runner keeps it (`_write`, `_command`).
+_deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+
+
 def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
     async def bounded(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         # `deadline`, inlined: this wraps every call, and a generator-based context manager
@@ -160,11 +177,19 @@ def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
             raise self._closed_error()
         try:
             if write:
-                return await method(self, *args, **kwargs)
+                started = _deadline.set(asyncio.get_running_loop().time() + self.timeout)
+                try:
+                    return await method(self, *args, **kwargs)
+                finally:
+                    _deadline.reset(started)
             async with asyncio.timeout(self.timeout):
                 return await method(self, *args, **kwargs)
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             raise self._translate(exc, write) from exc
+        except Exception as exc:
+            if isinstance(exc, self.errors.base):
+                raise
+            raise self._foreign(exc) from exc
 
     functools.update_wrapper(bounded, method)
     return bounded
@@ -246,6 +271,28 @@ class RedisBacked:
                 yield
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             raise self._translate(exc, write) from exc
+        except Exception as exc:
+            if isinstance(exc, self.errors.base):
+                raise
+            raise self._foreign(exc) from exc
+
+    def _foreign(self, exc: Exception) -> Exception:
+        """Every exception a store raises is of its tree: one that is not (a bug) is wrapped
+        in the tree's base class, with the original as its cause."""
+        return self.errors.base(f"unexpected {type(exc).__name__}: {exc}")
+
+    @contextmanager
+    def decoding(self, key: str) -> Iterator[None]:
+        """Data read from `key` that does not decode is corrupt data, naming the key."""
+        try:
+            yield
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise self.errors.corrupt(key, f"undecodable: {exc!r}") from None
+
+    def _call_deadline(self) -> float:
+        """When the write under way must be done (on the loop's clock)."""
+        deadline = _deadline.get()
+        return asyncio.get_running_loop().time() + self.timeout if deadline is None else deadline
 
     def _closed_error(self) -> Exception:
         return self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
@@ -307,7 +354,7 @@ class RedisBacked:
     async def _write(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run write script `name` with retry dedup: this store's producer id and the call's
         number go first in ARGV (see lua/_common.lua)."""
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        deadline = self._call_deadline()
         if not self._recorded:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=True)
@@ -330,7 +377,7 @@ class RedisBacked:
         stream entries it did not write, is corrupt data, naming the key. `record`: the
         call creates data, so the shard count must be recorded first."""
         if deadline is None:
-            deadline = asyncio.get_running_loop().time() + self.timeout
+            deadline = self._call_deadline()
         if not self._recorded:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=record)
@@ -345,7 +392,7 @@ class RedisBacked:
     async def _command(self, *command: Any) -> Any:
         """One command that is a whole write (atomic and idempotent as it is), pipelined with
         the store's other writes; a wrong-typed key is corrupt data, naming it."""
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        deadline = self._call_deadline()
         if not self._recorded:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=True)

@@ -33,16 +33,22 @@ def _pack(value: list[Any], what: str) -> bytes:
 
 
 def encode_envelope(env: PersistenceEnvelope) -> bytes:
-    """The stored bytes of one envelope."""
+    """The stored bytes of one envelope. One built with `model_construct` is validated first,
+    as construction would have; the fields are checked as decoding checks them, so nothing
+    that `decode_envelope` would refuse is written."""
     if not isinstance(env, PersistenceEnvelope):
         raise InvalidEnvelope(f"expected a PersistenceEnvelope, got {type(env).__name__}")
-    fields = [env.step, env.node_id, env.outcome_kind, env.timestamp_ms]
-    blob = _pack([*fields, env.payload_hash, env.payload, env.schematic_version], "envelope")
-    try:  # what decode would refuse is never written (an instance from model_construct)
-        _envelope_fields(_unpack(blob, _ENVELOPE_FIELDS))
-    except ValueError as exc:
+    if not env._validated:
+        try:
+            env = PersistenceEnvelope.model_validate(env.__dict__)
+        except ValueError as exc:
+            raise InvalidEnvelope(f"envelope cannot be stored: {exc}") from None
+    fields = [env.step, env.node_id, env.outcome_kind, env.timestamp_ms, env.payload_hash]
+    try:
+        _envelope_fields([*fields, None, env.schematic_version])
+    except ValueError as exc:  # model_copy(update=...) skips validation as well
         raise InvalidEnvelope(f"envelope cannot be stored: {exc}") from None
-    return blob
+    return _pack([*fields, env.payload, env.schematic_version], "envelope")
 
 
 def decode_envelope(data: bytes, trace_id: str, circuit: str) -> PersistenceEnvelope:
@@ -92,8 +98,9 @@ M = TypeVar("M", bound=BaseModel)
 
 # One set shared by every trusted instance: it names every field, so pydantic's only write
 # to it (adding a field's name on assignment) never changes it, and a set per envelope was
-# a third of the cost of reading a long trace.
+# a third of the cost of reading a long trace. Likewise the private state: validated.
 _ALL_FIELDS = set(PersistenceEnvelope.model_fields)
+_VALIDATED = {"_validated": True}
 
 
 def _trusted(model: type[M], values: dict[str, Any]) -> M:
@@ -103,7 +110,7 @@ def _trusted(model: type[M], values: dict[str, Any]) -> M:
     object.__setattr__(instance, "__dict__", values)
     object.__setattr__(instance, "__pydantic_fields_set__", _ALL_FIELDS)
     object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", None)
+    object.__setattr__(instance, "__pydantic_private__", _VALIDATED)
     return instance
 
 
@@ -127,7 +134,7 @@ def decode_intervention(data: bytes) -> Intervention:
 
 def _unpack(data: bytes, length: int) -> list[Any]:
     try:
-        value = msgpack.unpackb(data, raw=False)
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ValueError(f"not msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(value, list) or len(value) != length:

@@ -102,4 +102,5 @@ TREE = ErrorTree(
     corrupt=CorruptRecord,
     mismatch=ConfigMismatch,
     refused=PersistenceError,
+    base=PersistenceError,
 )

@@ -65,6 +65,7 @@ class ErrorTree:
     corrupt: type[Corrupt]
     mismatch: type[Misconfigured]
     refused: type[Exception]
+    base: type[Exception]
     check: Checks = field(init=False)
 
     def __post_init__(self) -> None:

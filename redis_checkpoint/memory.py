@@ -139,7 +139,7 @@ class InMemoryPersistenceStore:
         self, envelopes: Iterable[PersistenceEnvelope], idempotency_key: str | None = None
     ) -> None:
         """Append envelopes of one trace, all or nothing."""
-        items = list(envelopes)
+        items = TREE.check.items(envelopes, "envelopes")
         if not items:
             return
         batch = Batch(items, self._max_bytes, self._max_batch)

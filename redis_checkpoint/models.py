@@ -8,9 +8,18 @@ Field names, field order and encodings match the serde output of Ranvier's Rust 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from .checks import U64_MAX as U64_MAX
 
@@ -52,6 +61,14 @@ class PersistenceEnvelope(_Model):
     timestamp_ms: U64
     payload_hash: StrictStr | None = None
     payload: JsonValue = None
+    # Set by validation, which `model_construct` skips: the codec validates those when
+    # they are appended, and trusts the rest (validating a payload twice costs time).
+    _validated: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _mark_validated(self) -> Self:
+        self._validated = True
+        return self
 
 
 class Intervention(_Model):

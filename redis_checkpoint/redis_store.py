@@ -24,7 +24,14 @@ from .codec import (
     decode_intervention,
     encode_intervention,
 )
-from .errors import TREE, CircuitMismatch, CorruptRecord, TraceCompleted, TraceNotFound
+from .errors import (
+    TREE,
+    CircuitMismatch,
+    CorruptRecord,
+    InvalidInput,
+    TraceCompleted,
+    TraceNotFound,
+)
 from .keys import TraceKeys, shard_keys
 from .listing import iter_index
 from .models import (
@@ -162,7 +169,7 @@ class RedisPersistenceStore(RedisBacked):
             InvalidInput: the batch mixes traces or circuits, or its encoded size is over
                 `max_batch_bytes` (InvalidEnvelope, EnvelopeTooLarge for one envelope).
         """
-        items = list(envelopes)
+        items = TREE.check.items(envelopes, "envelopes")
         if items:
             await self._append(Batch(items, self._max_bytes, self._max_batch), idempotency_key)
 
@@ -210,11 +217,12 @@ class RedisPersistenceStore(RedisBacked):
         circuit = self._text(keys, meta, b"circuit")
         pages = self._pages(keys, meta, page)
         while True:
-            try:
-                async with self.deadline(write=False):
+            async with self.deadline(write=False):
+                try:
                     entries = await anext(pages, None)
-            except _Changed:
-                raise TREE.unavailable(f"trace {trace_id} was deleted while it was read") from None
+                except _Changed:
+                    message = f"trace {trace_id} was deleted while it was read"
+                    raise TREE.unavailable(message) from None
             if entries is None:
                 return
             for envelope in self._decode(keys, entries, circuit):
@@ -362,14 +370,18 @@ class RedisPersistenceStore(RedisBacked):
                     yield summary
 
     async def _summaries(self, ids: list[bytes]) -> list[TraceSummary]:
-        """Summaries of a page of ids; ids whose trace has expired leave the indexes."""
-        keys = [self.keys(raw.decode()) for raw in ids]
+        """Summaries of a page of ids; ids whose trace has expired leave the indexes, and a
+        trace whose data does not decode is skipped (one corrupt trace hides no other)."""
+        keys = []
+        for raw in ids:
+            try:
+                keys.append(self.keys(raw.decode()))
+            except (UnicodeDecodeError, InvalidInput):
+                log.warning("listing skips index member %r: not a trace id", raw)
         commands: list[tuple[Any, ...]] = []
         for k in keys:
-            commands.append(
-                ("HMGET", k.meta, "circuit", "version", "n", "resumed", "completion", "updated")
-            )
-            commands.append(("LLEN", k.interventions))
+            fields = ("circuit", "version", "n", "resumed", "completion", "updated")
+            commands += [("HMGET", k.meta, *fields), ("LLEN", k.interventions)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for name, *args in commands:
                 pipe.execute_command(name, *args)
@@ -378,13 +390,13 @@ class RedisPersistenceStore(RedisBacked):
         for k, meta, n_interventions in zip(keys, replies[::2], replies[1::2], strict=True):
             try:
                 self._raise_for(k.meta, [meta, n_interventions])
-            except CorruptRecord:  # one corrupt trace must not hide the others
-                log.warning("listing skips trace %r: a key of the wrong type", k.trace_id)
-                continue
-            if meta[0] is None:
-                await self._forget(k.meta, [(k.index, k.raw_id), (k.expiry, k.raw_id)])
-            else:
-                summaries.append(_summary(k.trace_id, meta, n_interventions))
+                if meta[0] is None:
+                    await self._forget(k.meta, [(k.index, k.raw_id), (k.expiry, k.raw_id)])
+                    continue
+                with self.decoding(k.meta):
+                    summaries.append(_summary(k.trace_id, meta, n_interventions))
+            except CorruptRecord as exc:
+                log.warning("listing skips trace %r: %s", k.trace_id, exc)
         return summaries
 
     @reading
@@ -428,7 +440,8 @@ def _completion_or_none(raw: bytes | None) -> CompletionState | None:
 
 def _summary(trace_id: str, meta: list[bytes | None], interventions: int) -> TraceSummary:
     circuit, version, n, resumed, completion, updated = meta
-    assert circuit is not None and version is not None
+    if circuit is None or version is None:
+        raise ValueError("the meta hash has no circuit or version")
     return TraceSummary(
         trace_id=trace_id,
         circuit=circuit.decode(),

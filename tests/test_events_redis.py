@@ -32,6 +32,7 @@ from redis_checkpoint.conformance.aion import (
 from redis_checkpoint.conformance.servers import ServerProcess
 from redis_checkpoint.events import (
     BackendError,
+    CorruptRecord,
     EventBase,
     InMemoryEventStore,
     RedisEventStore,
@@ -252,3 +253,21 @@ async def test_many_first_calls_at_once_share_one_config_check(client: Redis) ->
         *(store.schedule_timer(wf, TimerId.anonymous(1), T(1)) for wf in workflows)
     )
     assert len(await store.expired_timers(T(1))) == 300
+
+
+async def test_corrupt_listing_data_is_corrupt_record_of_the_events_tree(
+    store: RedisEventStore, client: Redis
+) -> None:
+    wf = wid()
+    await store.append(TOKEN, wf, [started(1, wf)], 0)
+    keys = store.keys(wf)
+    await client.zadd(keys.workflows, {"not a uuid": 0})
+    with pytest.raises(CorruptRecord, match="workflows"):
+        await store.list_workflow_ids()
+    await client.zrem(keys.workflows, "not a uuid")
+    await client.hset(keys.meta, "status", "Sleeping")
+    with pytest.raises(CorruptRecord, match=":m"):
+        await store.query(WorkflowFilter())
+    await client.hset(f"{{{store.prefix}:pkg}}:archives", "not json", b"x")
+    with pytest.raises(CorruptRecord, match="archives"):
+        await store.list_packages()

@@ -382,3 +382,14 @@ async def test_a_trace_without_ttl_stays_listed_beside_stores_with_one(client: R
     await asyncio.sleep(0.15)
     await short.append(envelope("other"))  # a write that sweeps the shard's deadlines
     assert {s.trace_id async for s in forever.iter_traces()} == {"t", "other"}
+
+
+async def test_a_corrupt_trace_hides_no_other_from_a_listing(
+    store: RedisPersistenceStore, client: Redis
+) -> None:
+    for trace_id in ("good", "bad-n", "bad-completion"):
+        await store.append(envelope(trace_id))
+    await client.hset(store.keys("bad-n").meta, "n", "many")
+    await client.hset(store.keys("bad-completion").meta, "completion", "Maybe")
+    await client.zadd(store.keys("good").index, {b"\xff\xfe not utf-8": 1})
+    assert [s.trace_id async for s in store.iter_traces()] == ["good"]

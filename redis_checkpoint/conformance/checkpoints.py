@@ -499,6 +499,9 @@ class HardeningConformance:
             {"outcome_kind": ""},
             {"payload": {1: "int key"}},
             {"payload": {"a set": {1}}},
+            {"payload": float("nan")},
+            {"payload": b"bytes"},
+            {"payload": ("a", "tuple")},
         ],
     )
     async def test_envelopes_from_model_construct_are_checked(
@@ -517,6 +520,9 @@ class HardeningConformance:
         await store.append_many(envelope(step=s) for s in range(3))
         with pytest.raises(InvalidInput, match="max_batch_bytes"):
             await store.append_many([envelope_of_size(1000, "trace-1") for _ in range(5)])
+        for bad in (None, 5, envelope(step=9)):
+            with pytest.raises(InvalidInput, match="envelopes"):
+                await store.append_many(bad)  # type: ignore[arg-type]
         assert [e.step for e in (await store.load("trace-1") or _absent()).events] == [0, 1, 2]
 
     @pytest.mark.parametrize(

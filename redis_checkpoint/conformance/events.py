@@ -459,6 +459,7 @@ class EventStoreConformance:
             (TOKEN, wf, [started(1, wf)], -1),
             (TOKEN, wf, [started(1, wf)], True),
             (TOKEN, wf, [started(1, wid())], 0),  # an event of another workflow
+            (TOKEN, wf, None, 0),
         ]:
             with pytest.raises(InvalidArgument):
                 await store.append(token, workflow, events, expected)

@@ -50,7 +50,7 @@ def append(
         raise TREE.invalid(f"append needs WriteToken.recorder() as its token, got {token!r}")
     wf = workflow_id(workflow)
     expected = seq(expected_seq, "expected_seq")
-    batch = list(events)
+    batch = check.items(events, "events")
     for i, event in enumerate(batch):
         if not isinstance(event, EventBase):
             raise TREE.invalid(f"events[{i}] is not an Aion event: {event!r}")

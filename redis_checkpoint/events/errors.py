@@ -94,4 +94,5 @@ TREE = ErrorTree(
     corrupt=CorruptRecord,
     mismatch=ConfigMismatch,
     refused=BackendError,
+    base=StoreError,
 )

@@ -103,7 +103,7 @@ class Histories(RedisBacked):
         for wf in dead:
             keys = self.keys(wf)
             [links] = await self._commands([("ZRANGE", keys.parents, 0, -1)])
-            mine = [link for link in links if link[UUID_TEXT:].decode() == keys.workflow_id]
+            mine = [link for link in links if link.endswith(keys.workflow_id.encode())]
             indexes = [(keys.workflows, keys.workflow_id), (keys.active, keys.workflow_id)]
             await self._forget(keys.meta, [*indexes, *((keys.parents, link) for link in mine)])
         return [wf for wf, found in zip(ids, exists, strict=True) if found]
@@ -117,7 +117,11 @@ class Histories(RedisBacked):
         """Every shard's `name` index, merged, by id text."""
         keys = shard_keys(self.prefix, self.shards, name)
         pages = await self._commands([("ZRANGE", key, 0, -1) for key in keys])
-        return sorted((UUID(raw.decode()) for page in pages for raw in page), key=str)
+        ids = []
+        for key, page in zip(keys, pages, strict=True):
+            with self.decoding(key):
+                ids += [UUID(raw.decode()) for raw in page]
+        return sorted(ids, key=str)
 
     @reading
     async def query(self, filter: WorkflowFilter) -> list[WorkflowSummary]:
@@ -140,26 +144,33 @@ class Histories(RedisBacked):
     async def _summaries(self, ids: list[UUID]) -> list[WorkflowSummary]:
         """The projections of `ids` with their parents; unstarted workflows are left out."""
         metas = [("HMGET", self.keys(wf).meta, "type", "status", "started", "ended") for wf in ids]
-        links = [("ZRANGE", key, 0, -1) for key in shard_keys(self.prefix, self.shards, "parents")]
-        replies = await self._commands([*metas, *links])
+        link_keys = shard_keys(self.prefix, self.shards, "parents")
+        replies = await self._commands([*metas, *(("ZRANGE", key, 0, -1) for key in link_keys)])
+        links: list[str] = []
+        for key, members in zip(link_keys, replies[len(ids) :], strict=True):
+            with self.decoding(key):
+                links += [raw.decode() for raw in members]
         parents: dict[str, str] = {}  # several parents: the lowest id, as InMemoryEventStore
-        for link in sorted(raw.decode() for members in replies[len(ids) :] for raw in members):
+        for link in sorted(links):
             parents.setdefault(link[:UUID_TEXT], link[UUID_TEXT:])
         summaries = []
-        for wf, (kind, status, started, ended) in zip(ids, replies[: len(ids)], strict=True):
+        for (_, meta, *_), (kind, status, started, ended), wf in zip(
+            metas, replies[: len(ids)], ids, strict=True
+        ):
             if started is None:
                 continue
             parent = parents.get(str(wf))
-            summaries.append(
-                WorkflowSummary(
-                    workflow_id=wf,
-                    workflow_type=kind.decode(),
-                    status=WorkflowStatus((status or b"Running").decode()),
-                    started_at=from_micros(int(started)),
-                    ended_at=None if ended is None else from_micros(int(ended)),
-                    parent=None if parent is None else UUID(parent),
+            with self.decoding(meta):
+                summaries.append(
+                    WorkflowSummary(
+                        workflow_id=wf,
+                        workflow_type=kind.decode(),
+                        status=WorkflowStatus((status or b"Running").decode()),
+                        started_at=from_micros(int(started)),
+                        ended_at=None if ended is None else from_micros(int(ended)),
+                        parent=None if parent is None else UUID(parent),
+                    )
                 )
-            )
         return summaries
 
 

@@ -40,15 +40,16 @@ class Packages(RedisBacked):
         times = dict(pairs(deployed))
         records = []
         for field, archive in pairs(archives):
-            workflow_type, content_hash = json.loads(field)
-            records.append(
-                PackageRecord(
-                    workflow_type=workflow_type,
-                    content_hash=content_hash,
-                    archive=archive,
-                    deployed_at=from_micros(int(times[field])),
+            with self.decoding(archives_key):
+                workflow_type, content_hash = json.loads(field)
+                records.append(
+                    PackageRecord(
+                        workflow_type=workflow_type,
+                        content_hash=content_hash,
+                        archive=archive,
+                        deployed_at=from_micros(int(times[field])),
+                    )
                 )
-            )
         return sorted(records, key=PackageRecord.sort_key)
 
     @writing
@@ -67,11 +68,13 @@ class Packages(RedisBacked):
     @reading
     async def list_package_routes(self) -> list[PackageRouteRecord]:
         """See `PackageStore.list_package_routes`."""
-        [routes] = await self._commands([("HGETALL", self._package_keys()[2])])
-        found = [
-            PackageRouteRecord(workflow_type=t.decode(), content_hash=h.decode())
-            for t, h in pairs(routes)
-        ]
+        key = self._package_keys()[2]
+        [routes] = await self._commands([("HGETALL", key)])
+        with self.decoding(key):
+            found = [
+                PackageRouteRecord(workflow_type=t.decode(), content_hash=h.decode())
+                for t, h in pairs(routes)
+            ]
         return sorted(found, key=lambda r: r.workflow_type)
 
 
