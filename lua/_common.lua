@@ -10,37 +10,36 @@ local function now_ms()
 end
 
 -- Retry dedup. A store numbers its write calls 1, 2, 3... under a random producer id and
--- sends them in that order. Per producer, hash `key` field `field` holds "<high>:<flags>":
--- the highest number applied and, for the WINDOW numbers up to it, whether each was applied
--- (flags[1] is high itself). A copy of an applied call (redis-py re-sends a whole pipeline
--- after a lost connection) finds its flag set: DUPLICATE. A store sends at most WINDOW calls
--- per pipeline, so only a copy its caller gave up on can fall below the window: STALE.
+-- sends them in that order. Per producer, a field of the record's meta hash holds
+-- "<high>:<flags>": the highest number applied and, for the WINDOW numbers up to it,
+-- whether each was applied (flags[1] is high itself). A copy of an applied call (redis-py
+-- re-sends a whole pipeline after a lost connection) finds its flag set: DUPLICATE. A store
+-- sends at most WINDOW calls per pipeline, so only a copy its caller gave up on can fall
+-- below the window: STALE. The scripts read and write the field with their own HMGET and
+-- HSET of the meta hash, so dedup costs no extra command.
 local WINDOW = 128
 
-local function dedup_check(key, field, seq)
-  local state = redis.call('HGET', key, field)
-  if not state then return OK, nil end
+-- OK, DUPLICATE or STALE for call `seq` given the producer's `state` (nil: none yet).
+local function dedup(state, seq)
+  if not state then return OK end
   local sep = string.find(state, ':', 1, true)
   local back = tonumber(string.sub(state, 1, sep - 1)) - tonumber(seq)
-  if back < 0 then return OK, state end
-  if back >= WINDOW then return STALE, state end
-  if string.byte(state, sep + 1 + back) == 49 then return DUPLICATE, state end
-  return OK, state
+  if back < 0 then return OK end
+  if back >= WINDOW then return STALE end
+  if string.byte(state, sep + 1 + back) == 49 then return DUPLICATE end
+  return OK
 end
 
-local function dedup_mark(key, field, seq, state)
-  local high, flags = seq, '1'
-  if state then
-    local sep = string.find(state, ':', 1, true)
-    local back = tonumber(string.sub(state, 1, sep - 1)) - tonumber(seq)
-    flags = string.sub(state, sep + 1)
-    if back < 0 then
-      flags = string.sub('1' .. string.rep('0', math.min(-back - 1, WINDOW)) .. flags, 1, WINDOW)
-    else -- a call below the highest one: pad the flags out to it, then set its own
-      high = string.sub(state, 1, sep - 1)
-      if #flags < back then flags = flags .. string.rep('0', back - #flags) end
-      flags = string.sub(flags, 1, back) .. '1' .. string.sub(flags, back + 2)
-    end
+-- The producer's state once call `seq` is applied.
+local function dedup_next(state, seq)
+  if not state then return seq .. ':1' end
+  local sep = string.find(state, ':', 1, true)
+  local high, flags = string.sub(state, 1, sep - 1), string.sub(state, sep + 1)
+  local back = tonumber(high) - tonumber(seq)
+  if back < 0 then
+    return seq .. ':' .. string.sub('1' .. string.rep('0', math.min(-back - 1, WINDOW)) .. flags, 1, WINDOW)
   end
-  redis.call('HSET', key, field, high .. ':' .. flags)
+  -- a call below the highest one: pad the flags out to it, then set its own
+  if #flags < back then flags = flags .. string.rep('0', back - #flags) end
+  return high .. ':' .. string.sub(flags, 1, back) .. '1' .. string.sub(flags, back + 2)
 end

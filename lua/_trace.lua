@@ -1,31 +1,32 @@
 -- _trace: prepended (after _common) to every trace script. They all take the same KEYS and
 -- leading ARGV:
--- KEYS[1] stream {p:<shard>}:t:<id>:s   KEYS[2] meta {p:<shard>}:t:<id>:m (hash)
--- KEYS[3] interventions (list)          KEYS[4] dedup {...}:t:<id>:d (hash, per producer)
--- KEYS[5] idempotency keys (zset, key -> applied at ms)
--- KEYS[6] traces {p:<shard>}:traces (zset, id -> updated ms)   KEYS[7] expiry (zset, id -> ms)
+-- KEYS[1] stream {p:<shard>}:t:<id>:s   KEYS[2] meta {p:<shard>}:t:<id>:m (hash; its field
+--   "p<producer>" is the producer's retry-dedup state)   KEYS[3] interventions (list)
+-- KEYS[4] idempotency keys (zset, key -> applied at ms)
+-- KEYS[5] traces {p:<shard>}:traces (zset, id -> updated ms)   KEYS[6] expiry (zset, id -> ms)
 -- ARGV[1] producer   ARGV[2] call number (retry dedup, see _common)   ARGV[3] trace id
 -- ARGV[4] idempotency key ('' = none)   ARGV[5..] what the operation needs
 -- The store's settings come as constants in the script text (fewer arguments to pack):
 -- TTL_MS, COMPLETED_TTL_MS (0 = none) and KEY_WINDOW_MS, how long idempotency keys are kept.
-local stream, meta, interventions, dedup, idem_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local traces, expiry = KEYS[6], KEYS[7]
-local producer, seq, id, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local stream, meta, interventions, idem_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local traces, expiry = KEYS[5], KEYS[6]
+local producer, seq, id, idem = 'p' .. ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, completed_ttl = TTL_MS, COMPLETED_TTL_MS
 local now = now_ms()
 local SWEEP = 32 -- expired index entries removed per write: cleanup paid in small steps
-local dedup_state
+local TRACE_FIELDS = {'circuit', 'version', 'completion', 'resumed', 'n', 'created', 'updated'}
 
--- A reply code if this call was applied before (or is too old to tell), else nil.
-local function replayed()
-  local code, state = dedup_check(dedup, producer, seq)
-  if code ~= OK then return code end
-  dedup_state = state
+-- The meta fields a script reads (HMGET meta ... producer), and a reply code if this call
+-- was applied before (or is too old to tell), else nil. The state is the last field.
+local function read_meta(...)
+  local m = redis.call('HMGET', meta, ...)
+  local code = dedup(m[#m], seq)
+  if code ~= OK then return m, code end
   if idem ~= '' then
     redis.call('ZREMRANGEBYSCORE', idem_keys, '-inf', now - KEY_WINDOW_MS)
-    if redis.call('ZSCORE', idem_keys, idem) then return DUPLICATE end
+    if redis.call('ZSCORE', idem_keys, idem) then return m, DUPLICATE end
   end
-  return nil
+  return m, nil
 end
 
 -- Index the trace before anything else is written: a corrupt index key fails the call
@@ -46,12 +47,13 @@ local function index(keep_ms)
   end
 end
 
--- Runs last, after the writes: remembers the call, then expires every key of the trace
--- together (PEXPIRE on a missing key is a no-op, so keys made later get it from their write).
-local function applied(keep_ms)
-  dedup_mark(dedup, producer, seq, dedup_state)
+-- Runs last: writes the meta fields given (with the producer's new dedup state), remembers
+-- the idempotency key, then expires every key of the trace together (PEXPIRE on a missing
+-- key is a no-op, so keys made later get it from their write).
+local function applied(keep_ms, state, ...)
+  redis.call('HSET', meta, producer, dedup_next(state, seq), 'updated', now, ...)
   if idem ~= '' then redis.call('ZADD', idem_keys, now, idem) end
   if keep_ms > 0 then
-    for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], keep_ms) end
+    for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], keep_ms) end
   end
 end

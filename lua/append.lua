@@ -4,10 +4,9 @@
 -- ARGV[5] circuit   ARGV[6] schematic_version   ARGV[7..] envelopes (msgpack)
 -- Returns {OK, n} (n = the trace's envelope count), {DUPLICATE | STALE, ''},
 -- {MISMATCH, circuit} when pinned to another circuit, {COMPLETED, ''} when completed.
-local replay = replayed()
+local circuit, version = ARGV[5], ARGV[6]
+local m, replay = read_meta('circuit', 'completion', 'n', producer)
 if replay then return {replay, ''} end
-local m = redis.call('HMGET', meta, 'circuit', 'completion', 'n')
-local circuit = ARGV[5]
 if m[1] and m[1] ~= circuit then return {MISMATCH, m[1]} end
 if m[2] then return {COMPLETED, ''} end
 index(ttl)
@@ -19,8 +18,7 @@ for i = 7, #ARGV do
 end
 if not m[1] then -- a new trace; dedup state a delete left to expire now lives with it
   redis.call('HSET', meta, 'created', now)
-  if ttl == 0 then redis.call('PERSIST', dedup) end
+  if ttl == 0 then redis.call('PERSIST', meta) end
 end
-redis.call('HSET', meta, 'circuit', circuit, 'version', ARGV[6], 'n', n, 'updated', now)
-applied(ttl)
+applied(ttl, m[4], 'circuit', circuit, 'version', version, 'n', n)
 return {OK, n}

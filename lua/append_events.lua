@@ -15,9 +15,10 @@ local history, meta, runs, children = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local workflows, active, parents = KEYS[5], KEYS[6], KEYS[7]
 local producer, call, wf, expected = 'p' .. ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, contiguity = COMPLETED_TTL_MS, ARGV[5] -- the store's setting: a constant
-local replay, state = dedup_check(meta, producer, call)
+local m = redis.call('HMGET', meta, 'head', producer)
+local replay, state = dedup(m[2], call), m[2]
 if replay ~= OK then return {replay, ''} end
-local head = redis.call('HGET', meta, 'head') or '0'
+local head = m[1] or '0'
 if head ~= expected then return {CONFLICT, head} end
 if contiguity ~= '' then return {NOT_CONTIGUOUS, contiguity} end
 if #ARGV == 5 then return {OK, head} end
@@ -45,8 +46,7 @@ for i = 6, #ARGV, 5 do
   end
   head = seq
 end
-redis.call('HSET', meta, 'head', head)
-dedup_mark(meta, producer, call, state)
+redis.call('HSET', meta, 'head', head, producer, dedup_next(state, call))
 if not changed and ttl == 0 then return {OK, head} end -- the common case: no status change
 local running = (redis.call('HGET', meta, 'status') or 'Running') == 'Running'
 if not running and ttl > 0 then -- a terminal workflow expires, all its keys together

@@ -2,11 +2,10 @@
 -- complete: set (or overwrite) the completion state of a trace; completed_ttl applies.
 -- KEYS and ARGV[1..4]: see _trace.lua.   ARGV[5] completion ("Success", "Fault", ...)
 -- Returns {OK, ''}, {DUPLICATE | STALE, ''}, or {NOT_FOUND, ''}.
-local replay = replayed()
+local m, replay = read_meta('circuit', producer)
 if replay then return {replay, ''} end
-if redis.call('HEXISTS', meta, 'circuit') == 0 then return {NOT_FOUND, ''} end
+if not m[1] then return {NOT_FOUND, ''} end
 local keep = completed_ttl > 0 and completed_ttl or ttl
 index(keep)
-redis.call('HSET', meta, 'completion', ARGV[5], 'updated', now)
-applied(keep)
+applied(keep, m[2], 'completion', ARGV[5])
 return {OK, ''}

@@ -1,16 +1,15 @@
 -- uses: _common _trace
--- delete: remove a trace and its index entries. The dedup hash stays for DEDUP_KEEP, so a
--- retried delete cannot remove a trace re-created meanwhile.
+-- delete: remove a trace and its index entries. The meta hash keeps only the producers'
+-- dedup state, for DEDUP_KEEP, so a retried delete cannot remove a trace re-created meanwhile.
 -- KEYS and ARGV[1..4]: see _trace.lua.
 -- Returns {OK, 1} when the trace existed, {OK, 0} when not, {DUPLICATE | STALE, ''}.
 local DEDUP_KEEP = 600000
-local replay = replayed()
+local m, replay = read_meta('circuit', producer)
 if replay then return {replay, ''} end
-local existed = redis.call('EXISTS', meta)
-redis.call('UNLINK', stream, meta, interventions, idem_keys)
+redis.call('UNLINK', stream, interventions, idem_keys)
+redis.call('HDEL', meta, unpack(TRACE_FIELDS))
 redis.call('ZREM', traces, id)
 redis.call('ZREM', expiry, id)
-idem = '' -- the keys' set is gone with the trace
-applied(0)
-redis.call('PEXPIRE', dedup, DEDUP_KEEP)
-return {OK, existed}
+redis.call('HSET', meta, producer, dedup_next(m[2], seq))
+redis.call('PEXPIRE', meta, DEDUP_KEEP)
+return {OK, m[1] and 1 or 0}

@@ -5,9 +5,9 @@ Every key of a trace (or workflow) starts with the hash tag `{<prefix>:<shard>}`
 one script can touch a trace's keys and its shard's indexes in one Redis Cluster slot.
 
     {rc:17}:t:<id>:s    stream  envelopes, entry id 0-<ordinal>, field e = msgpack envelope
-    {rc:17}:t:<id>:m    hash    circuit, version, completion, resumed, n, created, updated
+    {rc:17}:t:<id>:m    hash    circuit, version, completion, resumed, n, created, updated;
+                                p<producer>: retry dedup (the calls applied)
     {rc:17}:t:<id>:i    list    interventions (msgpack)
-    {rc:17}:t:<id>:d    hash    retry dedup: per producer, the calls applied
     {rc:17}:t:<id>:k    zset    idempotency keys given by callers, by the time applied
     {rc:17}:traces      zset    trace ids by last update (ms): listing
     {rc:17}:expiry      zset    trace ids by expiry deadline (ms): index cleanup
@@ -55,7 +55,6 @@ class TraceKeys:
     stream: str
     meta: str
     interventions: str
-    dedup: str
     idempotency: str
     index: str
     expiry: str
@@ -80,7 +79,6 @@ class TraceKeys:
             stream=f"{base}:s",
             meta=f"{base}:m",
             interventions=f"{base}:i",
-            dedup=f"{base}:d",
             idempotency=f"{base}:k",
             index=f"{tag}:traces",
             expiry=f"{tag}:expiry",
@@ -93,8 +91,8 @@ class TraceKeys:
 
     @property
     def script(self) -> tuple[str, ...]:
-        """KEYS[1..7] of every trace script, in the order `lua/_trace.lua` names them."""
-        return (*self.own, self.dedup, self.idempotency, self.index, self.expiry)
+        """KEYS[1..6] of every trace script, in the order `lua/_trace.lua` names them."""
+        return (*self.own, self.idempotency, self.index, self.expiry)
 
 
 _trace_keys = functools.lru_cache(maxsize=4096)(TraceKeys._build)
@@ -150,7 +148,7 @@ def config_key(prefix: str) -> str:
     return f"{prefix}:config"
 
 
-_TRACE_TYPES = ("stream", "hash", "list", "hash", "zset", "zset", "zset")  # TraceKeys.script
+_TRACE_TYPES = ("stream", "hash", "list", "zset", "zset", "zset")  # TraceKeys.script
 SCRIPT_KEY_TYPES: dict[str, tuple[str, ...]] = {  # each script's KEYS, by the type kept there
     "append": _TRACE_TYPES,
     "resume": _TRACE_TYPES,

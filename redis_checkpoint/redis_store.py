@@ -241,7 +241,7 @@ class RedisPersistenceStore(RedisBacked):
         for key, reply in zip((keys.meta, keys.interventions, keys.stream), replies, strict=True):
             self._raise_for(key, [reply])
         meta, items, first = replies
-        return (meta, items, first) if meta else None
+        return (meta, items, first) if b"circuit" in meta else None  # else: no trace
 
     async def _pages(
         self, keys: TraceKeys, meta: dict[bytes, bytes], page: list[Any]

@@ -60,7 +60,7 @@ async def test_every_call_touches_one_cluster_slot(store: RedisPersistenceStore)
         "delete",
     }
     for name, keys in calls:
-        assert len(keys) == 7 and len({key_slot(k.encode()) for k in keys}) == 1, name
+        assert len(keys) == 6 and len({key_slot(k.encode()) for k in keys}) == 1, name
 
 
 async def test_ttl_is_set_on_every_key_by_the_write(client: Redis) -> None:
