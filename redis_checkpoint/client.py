@@ -184,12 +184,10 @@ def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
                     _deadline.reset(started)
             async with asyncio.timeout(self.timeout):
                 return await method(self, *args, **kwargs)
-        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
-            raise self._translate(exc, write) from exc
         except Exception as exc:
             if isinstance(exc, self.errors.base):
                 raise
-            raise self._foreign(exc) from exc
+            raise self._translate(exc, write) from exc
 
     functools.update_wrapper(bounded, method)
     return bounded
@@ -269,17 +267,10 @@ class RedisBacked:
         try:
             async with asyncio.timeout(self.timeout):
                 yield
-        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
-            raise self._translate(exc, write) from exc
         except Exception as exc:
             if isinstance(exc, self.errors.base):
                 raise
-            raise self._foreign(exc) from exc
-
-    def _foreign(self, exc: Exception) -> Exception:
-        """Every exception a store raises is of its tree: one that is not (a bug) is wrapped
-        in the tree's base class, with the original as its cause."""
-        return self.errors.base(f"unexpected {type(exc).__name__}: {exc}")
+            raise self._translate(exc, write) from exc
 
     @contextmanager
     def decoding(self, key: str) -> Iterator[None]:
@@ -297,8 +288,12 @@ class RedisBacked:
     def _closed_error(self) -> Exception:
         return self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
 
-    def _translate(self, exc: RedisError | OSError, write: bool) -> Exception:
-        """The store's exception for a redis-py error (the one map of them)."""
+    def _translate(self, exc: Exception, write: bool) -> Exception:
+        """The store's exception for one that is not of its tree (the one map of them):
+        redis-py's errors, timeouts, and anything else (a bug), wrapped in the tree's base
+        class with the original as its cause."""
+        if not isinstance(exc, RedisError | OSError):
+            return self.errors.base(f"unexpected {type(exc).__name__}: {exc}")
         if isinstance(exc, NotSent):
             return self.errors.unavailable(f"Redis unreachable, the call was not sent: {exc}")
         if isinstance(exc, TimeoutError):

@@ -314,3 +314,18 @@ def test_a_store_made_before_a_fork_keeps_the_childrens_writes_apart(
             return await k.written(reader, 0)
 
     assert asyncio.run(written()) == [1, 2]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_unexpected_error_still_comes_out_in_the_stores_tree(
+    redis: Redis, kind: str
+) -> None:
+    k = KINDS[kind]
+    store = k.store_class(redis, prefix=fresh_prefix())
+    with (
+        mock.patch.object(store, "_commands", side_effect=RuntimeError("a bug")),
+        mock.patch.object(store, "_snapshot", side_effect=RuntimeError("a bug")),
+        pytest.raises(k.base, match="unexpected RuntimeError: a bug") as raised,
+    ):
+        await k.written(store, 0)
+    assert isinstance(raised.value.__cause__, RuntimeError)
