@@ -323,8 +323,7 @@ async def test_an_unexpected_error_still_comes_out_in_the_stores_tree(
     k = KINDS[kind]
     store = k.store_class(redis, prefix=fresh_prefix())
     with (
-        mock.patch.object(store, "_commands", side_effect=RuntimeError("a bug")),
-        mock.patch.object(store, "_snapshot", side_effect=RuntimeError("a bug")),
+        mock.patch.object(store, "_configure", side_effect=RuntimeError("a bug")),
         pytest.raises(k.base, match="unexpected RuntimeError: a bug") as raised,
     ):
         await k.written(store, 0)
