@@ -29,7 +29,7 @@ from . import (
     RedisPersistenceStore,
     TraceSummary,
 )
-from .client import redact as redact_urls
+from .connection import redact as redact_urls
 from .errors import PersistenceError
 
 FALLBACK_URL = "fakeredis://"  # when REDIS_CHECKPOINT_URL is unset (read at parse time)
@@ -42,8 +42,6 @@ STEPS = ["validate order", "reserve stock", "charge payment", "ship parcel", "se
 
 class Crash(Exception):
     """The demo's stand-in for a worker dying mid-pipeline."""
-
-
 
 
 def redact(text: str, url: str = "") -> str:

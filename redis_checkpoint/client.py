@@ -1,6 +1,6 @@
-"""What both Redis stores share: opening a client from a URL, the store's lifecycle, the
-shard-count record, one deadline per call, one script-call path, and one map from
-redis-py's errors to the calling store's exception tree (`failures.ErrorTree`)."""
+"""What both Redis stores share: the store's lifecycle, the shard-count record, one deadline
+per call, one script-call path, and one map from redis-py's errors (and any other) to the
+calling store's exception tree (`failures.ErrorTree`). Opening clients: `connection.py`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import asyncio
 import functools
 import itertools
 import os
-import re
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Coroutine,
     Iterator,
@@ -22,11 +20,8 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
-from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio import Redis
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -38,6 +33,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from .connection import DEFAULT_TIMEOUT, connect
 from .failures import OUTCOME_UNKNOWN, ErrorTree
 from .keys import config_key, key_types
 from .scripts import NotSent, ScriptRunner
@@ -46,7 +42,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S", bound="RedisBacked")
 
-DEFAULT_TIMEOUT = 10.0
 
 # Stores made before a fork must not share their producer id with the children: the
 # children's numbered calls would look like copies of each other's (lua/_common.lua).
@@ -72,80 +67,6 @@ _DENIAL_MARKERS = ("NOPERM", "can't run this command", "ACL failure", "EXEC with
 
 def _denied(message: str) -> bool:
     return any(marker in message for marker in _DENIAL_MARKERS)
-
-
-class _Retry(Retry):
-    """redis-py's retry, minus what retrying cannot fix: refused credentials (which redis-py
-    files under ConnectionError)."""
-
-    async def call_with_retry(
-        self,
-        do: Callable[[], Awaitable[R]],
-        fail: Callable[[Exception], Any] | Callable[[Exception, int], Any],
-        is_retryable: Callable[[Exception], bool] | None = None,
-        with_failure_count: bool = False,
-    ) -> R:
-        def retryable(error: Exception) -> bool:
-            denied = isinstance(error, AuthenticationError | AuthorizationError)
-            return not denied and (is_retryable is None or is_retryable(error))
-
-        return await super().call_with_retry(do, fail, retryable, with_failure_count)
-
-
-def client_defaults(timeout: float) -> dict[str, Any]:
-    """Socket timeouts inside the call's deadline, and a few fast retries that ride out a
-    dropped connection or a failover within it."""
-    return {
-        "socket_connect_timeout": min(2.0, timeout),
-        "socket_timeout": min(5.0, timeout),
-        "retry": _Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), 3),
-        "health_check_interval": 30,
-    }
-
-
-def connect(
-    url: str, errors: ErrorTree, timeout: float, options: Mapping[str, Any] | None = None
-) -> Redis:
-    """A client for `redis://`, `rediss://`, `unix://` or `fakeredis://` (in-process).
-
-    Each `fakeredis://` URL opens a new, empty in-process server. `options` (redis-py's
-    keywords) override the defaults. A malformed URL raises `errors.invalid`.
-    """
-    if url.startswith("fakeredis://"):
-        try:
-            import fakeredis
-        except ImportError:
-            raise errors.invalid(
-                "fakeredis:// needs the fake extra: pip install 'redis-checkpoint[fake]'"
-            ) from None
-        client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        return client
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise errors.invalid(
-            f"unsupported URL {redact(url)}: use redis://, rediss://, unix:// or fakeredis://"
-        )
-    try:
-        parts = urlsplit(url)  # raises on a malformed IPv6 host
-        _ = parts.port  # raises on a port that is not a number in 0..65535
-        # redis-py quietly takes db 0 for `/abc`; unix:// paths are files.
-        if parts.scheme != "unix" and not re.fullmatch(r"/?|/[0-9]+", parts.path):
-            raise ValueError(f"the path must be a database number such as /0, not {parts.path!r}")
-        # Calls beyond the pool's connections wait for one (within their deadline) instead
-        # of failing with "Too many connections".
-        settings = {**client_defaults(timeout), "timeout": None, **(options or {})}
-        return Redis.from_pool(BlockingConnectionPool.from_url(url, **settings))
-    except ValueError as exc:
-        raise errors.invalid(f"invalid URL {redact(url)}: {exc}") from None
-
-
-# The password of a URL in some text: from the `:` after the user name to the last `@` of the
-# URL, so that a password holding `/`, `?` or `#` (which breaks the URL's parsing) is masked.
-_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)\S*@", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """`text` with the password of every URL in it shown as `***`."""
-    return _PASSWORD.sub(r"\1***@", text)
 
 
 Method = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]

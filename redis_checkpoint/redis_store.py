@@ -15,7 +15,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis
 
-from .client import DEFAULT_TIMEOUT, RedisBacked, reading, writing
+from .client import RedisBacked, reading, writing
 from .codec import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_ENVELOPE_BYTES,
@@ -24,6 +24,7 @@ from .codec import (
     decode_intervention,
     encode_intervention,
 )
+from .connection import DEFAULT_TIMEOUT
 from .errors import (
     TREE,
     CircuitMismatch,

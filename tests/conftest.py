@@ -16,10 +16,10 @@ import pytest
 from redis.asyncio import Redis
 
 from redis_checkpoint import InMemoryPersistenceStore, RedisPersistenceStore
-from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.conformance import StoreFactory
 from redis_checkpoint.conformance.events import EventStoreFactory
 from redis_checkpoint.conformance.servers import ServerProcess, redis_binary, valkey_binary
+from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.events import InMemoryEventStore, RedisEventStore
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -14,7 +14,6 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.conformance.aion import (
     TOKEN,
     T,
@@ -30,6 +29,7 @@ from redis_checkpoint.conformance.aion import (
     wid,
 )
 from redis_checkpoint.conformance.servers import ServerProcess
+from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.events import (
     BackendError,
     CorruptRecord,

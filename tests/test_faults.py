@@ -29,7 +29,6 @@ from redis_checkpoint import (
     RedisPersistenceStore,
     StoreUnavailable,
 )
-from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.conformance.aion import (
     TOKEN,
     T,
@@ -44,6 +43,7 @@ from redis_checkpoint.conformance.aion import (
 )
 from redis_checkpoint.conformance.checkpoints import envelope
 from redis_checkpoint.conformance.servers import ServerProcess, free_port
+from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.events import (
     ListWorkflowsFilter,
     RedisEventStore,

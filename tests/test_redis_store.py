@@ -21,11 +21,11 @@ from redis_checkpoint import (
     TraceNotFound,
 )
 from redis_checkpoint import redis_store as checkpoint_module
-from redis_checkpoint.client import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.codec import encode_envelope
 from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.checkpoints import HOSTILE_IDS
 from redis_checkpoint.conformance.servers import ServerProcess
+from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults
 from redis_checkpoint.scripts import Reply
 
 from .conftest import fresh_prefix, record_script_calls

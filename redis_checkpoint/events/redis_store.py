@@ -9,7 +9,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis
 
-from ..client import DEFAULT_TIMEOUT
+from ..connection import DEFAULT_TIMEOUT
 from .errors import TREE
 from .histories import Histories
 from .packages import Packages
