@@ -393,3 +393,33 @@ async def test_a_corrupt_trace_hides_no_other_from_a_listing(
     await client.hset(store.keys("bad-completion").meta, "completion", "Maybe")
     await client.zadd(store.keys("good").index, {b"\xff\xfe not utf-8": 1})
     assert [s.trace_id async for s in store.iter_traces()] == ["good"]
+
+
+async def test_a_trace_moved_twice_during_a_listing_is_listed(client: Redis) -> None:
+    """X is rewritten before the first read reaches it, then again while what moved is
+    read; traces already listed move too (so a read may find nothing new)."""
+    store = RedisPersistenceStore(client, prefix=fresh_prefix(), shards=1)
+    writer = RedisPersistenceStore(client, prefix=store.prefix, shards=1)
+    for trace_id in ("X", "A", "B"):
+        await writer.append(envelope(trace_id, step=0))
+        await asyncio.sleep(0.002)
+    real, reads = store._commands, []
+
+    async def read(commands: Any) -> list[Any]:
+        replies = await real(commands)
+        if commands[0][0].startswith(("ZREVRANGEBYSCORE", "ZRANGEBYSCORE")):
+            reads.append(commands[0][0])
+            if len(reads) == 2:  # B listed, A in hand, X not reached yet
+                await writer.append(envelope("X", step=1))
+                await asyncio.sleep(0.002)
+                await writer.append(envelope("A", step=1))
+                await writer.append(envelope("B", step=1))
+                await asyncio.sleep(0.002)
+            if len(reads) == 4:
+                await asyncio.sleep(0.002)
+                await writer.append(envelope("X", step=2))
+        return replies
+
+    store._commands = read  # type: ignore[method-assign]
+    listed = [s.trace_id async for s in store.iter_traces(page=1)]
+    assert sorted(listed) == ["A", "B", "X"]
