@@ -42,8 +42,8 @@ local function index(keep_ms)
   redis.call('ZADD', traces, now, id)
   if keep_ms > 0 then
     redis.call('ZADD', expiry, now + keep_ms, id)
-  else -- kept forever now, whatever deadline a store with a TTL set before
-    redis.call('ZREM', expiry, id)
+  elseif redis.call('ZREM', expiry, id) == 1 then -- a store with a TTL set one before:
+    for i = 1, 4 do redis.call('PERSIST', KEYS[i]) end -- kept forever from now on
   end
 end
 

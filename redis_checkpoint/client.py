@@ -274,8 +274,10 @@ class RedisBacked:
         if not self._recorded:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=True)
-        if self._forks != _forks:  # a child process: a producer of its own
+        if self._forks != _forks:  # a child process: a producer, queue and sockets of its own
             self._new_producer()
+            self._run = ScriptRunner(self.redis, self.scripts, self.constants)
+            self.redis.connection_pool.reset()  # type: ignore[no-untyped-call]
         # No await between numbering the call and queueing it: calls leave in number order.
         args = (self._producer, next(self._numbers), *args)
         return await self._script(name, keys, args, deadline=deadline)

@@ -49,6 +49,7 @@ from .scripts import Reply
 log = logging.getLogger(__name__)
 
 PAGE = 1000  # stream entries per read: no single command holds the server for long
+META_FIELDS = ("circuit", "version", "completion", "resumed", "n", "created")
 DEFAULT_IDEMPOTENCY_WINDOW = 86_400.0
 
 
@@ -234,14 +235,15 @@ class RedisPersistenceStore(RedisBacked):
     ) -> tuple[dict[bytes, bytes], list[bytes], Any] | None:
         await self._configure(write=False)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.meta)
+            pipe.hmget(keys.meta, META_FIELDS)  # not the producers' dedup fields
             pipe.lrange(keys.interventions, 0, -1)
             # A bytes command name skips redis-py's per-entry dicts: raw [id, [field, value]].
             pipe.execute_command(b"XRANGE", keys.stream, "-", "+", "COUNT", PAGE)
             replies = await pipe.execute(raise_on_error=False)
         for key, reply in zip((keys.meta, keys.interventions, keys.stream), replies, strict=True):
             self._raise_for(key, [reply])
-        meta, items, first = replies
+        values, items, first = replies
+        meta = {field.encode(): v for field, v in zip(META_FIELDS, values, strict=True) if v}
         return (meta, items, first) if b"circuit" in meta else None  # else: no trace
 
     async def _pages(

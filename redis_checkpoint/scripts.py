@@ -119,6 +119,8 @@ class ScriptRunner:
         loop = asyncio.get_running_loop()
         call = _Call(command, script, loop.create_future(), deadline)
         if not self._busy:
+            if deadline <= loop.time():  # it spent its time before it could leave
+                raise NotSent("its deadline passed before it was sent")
             self._busy = True
             try:
                 async with asyncio.timeout_at(deadline):

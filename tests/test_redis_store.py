@@ -384,6 +384,18 @@ async def test_a_trace_without_ttl_stays_listed_beside_stores_with_one(client: R
     assert {s.trace_id async for s in forever.iter_traces()} == {"t", "other"}
 
 
+async def test_a_write_without_ttl_keeps_a_trace_a_ttl_store_wrote(client: Redis) -> None:
+    prefix = fresh_prefix()
+    short = RedisPersistenceStore(client, prefix=prefix, ttl=0.2)
+    forever = RedisPersistenceStore(client, prefix=prefix)
+    await short.append(envelope(step=1))
+    await forever.append(envelope(step=2))  # from now on the trace is kept
+    await asyncio.sleep(0.3)
+    trace = await forever.load("trace-1")
+    assert trace is not None and [e.step for e in trace.events] == [1, 2]
+    assert [s.trace_id async for s in forever.iter_traces()] == ["trace-1"]
+
+
 async def test_a_corrupt_trace_hides_no_other_from_a_listing(
     store: RedisPersistenceStore, client: Redis
 ) -> None:
