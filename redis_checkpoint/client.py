@@ -131,6 +131,9 @@ class RedisBacked:
         self, redis: Redis, *, prefix: str, shards: int, timeout: float, owns_client: bool
     ) -> None:
         check = self.errors.check
+        pool = getattr(redis, "connection_pool", None)
+        if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
+            raise self.errors.invalid("the client must return bytes: decode_responses=False")
         self.prefix = check.prefix(prefix)
         self.shards = check.integer(shards, "shards", 1, 16384)
         self.timeout = check.seconds(timeout, "timeout")
@@ -198,7 +201,7 @@ class RedisBacked:
         """Data read from `key` that does not decode is corrupt data, naming the key."""
         try:
             yield
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise self.errors.corrupt(key, f"undecodable: {exc!r}") from None
 
     def _call_deadline(self) -> float:

@@ -56,6 +56,8 @@ def connect(
     Each `fakeredis://` URL opens a new, empty in-process server. `options` (redis-py's
     keywords) override the defaults. A malformed URL raises `errors.invalid`.
     """
+    if not isinstance(url, str) or not isinstance(options, Mapping | None):
+        raise errors.invalid(f"expected a URL string and a mapping of options, got {url!r:.80}")
     if url.startswith("fakeredis://"):
         try:
             import fakeredis

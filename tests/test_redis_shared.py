@@ -135,6 +135,17 @@ def test_bad_urls_raise_in_the_stores_tree(kind: str, url: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_client_that_decodes_replies_and_non_url_arguments_are_refused(kind: str) -> None:
+    store_class, base = KINDS[kind].store_class, KINDS[kind].base
+    with pytest.raises(base, match="decode_responses"):
+        store_class(Redis(decode_responses=True))
+    for url, options in ((123, None), (None, None), ("redis://h/0", ["not", "a", "mapping"])):
+        with pytest.raises(base) as raised:
+            store_class.from_url(url, client_options=options)
+        assert isinstance(raised.value, BadArgument)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_reads_never_write(redis: Redis, kind: str) -> None:
     store = KINDS[kind].store_class(redis, prefix=fresh_prefix())
     async with store:

@@ -57,7 +57,9 @@ class Histories(RedisBacked):
         if code == Reply.STALE:
             raise TREE.unavailable("a copy of this append arrived too late to tell its outcome")
         if code == Reply.CONFLICT:
-            raise SequenceConflict(expected, int(detail))
+            with self.decoding(keys.meta):
+                found = int(detail)
+            raise SequenceConflict(expected, found)
         if code == Reply.NOT_CONTIGUOUS:
             raise BackendError(detail.decode())
 
@@ -132,8 +134,10 @@ class Histories(RedisBacked):
         if not isinstance(filter, WorkflowFilter):
             raise InvalidArgument(f"filter must be a WorkflowFilter, got {filter!r}")
         if filter.parent is not None:
-            [children] = await self._commands([("SMEMBERS", self.keys(filter.parent).children)])
-            candidates = [UUID(raw.decode()) for raw in children]
+            key = self.keys(filter.parent).children
+            [children] = await self._commands([("SMEMBERS", key)])
+            with self.decoding(key):
+                candidates = [UUID(raw.decode()) for raw in children]
         elif filter.status is not None and not filter.status.is_terminal:
             candidates = await self._index("active")
         else:
