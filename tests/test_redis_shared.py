@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from unittest import mock
@@ -339,3 +341,36 @@ async def test_an_unexpected_error_still_comes_out_in_the_stores_tree(
     ):
         await k.written(store, 0)
     assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_child_forked_while_a_call_was_in_flight_writes(
+    real_server: ServerProcess, kind: str
+) -> None:
+    """The parent's runner is busy at the fork (a call in flight); the child's first write
+    must not queue behind a call that will never finish there."""
+    k = KINDS[kind]
+    prefix = fresh_prefix()
+    store = k.store_class(Redis.from_url(real_server.url), prefix=prefix, timeout=2)
+    store._run._busy = True  # as if a call were under way when the process forked
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            asyncio.run(k.write(store, 0, 1))
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if done[0] == 0:  # still waiting: it hung
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and done[1] == 0
+
+    async def written() -> list[int]:
+        async with k.store_class.from_url(real_server.url, prefix=prefix) as reader:
+            return await k.written(reader, 0)
+
+    assert asyncio.run(written()) == [1]
