@@ -94,8 +94,7 @@ def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
     async def bounded(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         # `deadline`, inlined: this wraps every call, and a generator-based context manager
         # (or a timer per write) was a measurable share of a write's client time.
-        if self._closed:
-            raise self._closed_error()
+        self._enter()
         try:
             if write:
                 started = _deadline.set(asyncio.get_running_loop().time() + self.timeout)
@@ -186,8 +185,7 @@ class RedisBacked:
     async def deadline(self, write: bool) -> AsyncIterator[None]:
         """One call (or one page of an iterator): refused once closed, bounded by `timeout`,
         redis-py's errors mapped. Store methods get it from `reading`/`writing`."""
-        if self._closed:
-            raise self._closed_error()
+        self._enter()
         try:
             async with asyncio.timeout(self.timeout):
                 yield
@@ -209,8 +207,15 @@ class RedisBacked:
         deadline = _deadline.get()
         return asyncio.get_running_loop().time() + self.timeout if deadline is None else deadline
 
-    def _closed_error(self) -> Exception:
-        return self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
+    def _enter(self) -> None:
+        """Where every call starts: refused once closed; in a child process forked from the
+        one that made the store, a producer id, a script queue and sockets of its own."""
+        if self._closed:
+            raise self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
+        if self._forks != _forks:
+            self._new_producer()
+            self._run = ScriptRunner(self.redis, self.scripts, self.constants)
+            self.redis.connection_pool.reset()  # type: ignore[no-untyped-call]
 
     def _translate(self, exc: Exception, write: bool) -> Exception:
         """The store's exception for one that is not of its tree (the one map of them):
@@ -277,10 +282,6 @@ class RedisBacked:
         if not self._recorded:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=True)
-        if self._forks != _forks:  # a child process: a producer, queue and sockets of its own
-            self._new_producer()
-            self._run = ScriptRunner(self.redis, self.scripts, self.constants)
-            self.redis.connection_pool.reset()  # type: ignore[no-untyped-call]
         # No await between numbering the call and queueing it: calls leave in number order.
         args = (self._producer, next(self._numbers), *args)
         return await self._script(name, keys, args, deadline=deadline)
