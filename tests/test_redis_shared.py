@@ -374,3 +374,35 @@ def test_a_child_forked_while_a_call_was_in_flight_writes(
             return await k.written(reader, 0)
 
     assert asyncio.run(written()) == [1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_read_only_replica_is_unavailable_and_nothing_is_written(
+    server_factory: Callable[[str], ServerProcess], kind: str
+) -> None:
+    """What a write meets right after a failover demoted its server: READONLY."""
+    k = KINDS[kind]
+    primary, replica = server_factory("redis-server"), server_factory("redis-server")
+    admin = Redis.from_url(replica.url)
+    await admin.replicaof("127.0.0.1", primary.port)
+    store = k.store_class.from_url(replica.url, prefix=fresh_prefix(), timeout=2)
+    with pytest.raises(Unavailable) as raised:
+        await k.write(store, 0, 1)
+    assert isinstance(raised.value, k.base) and "read only replica" in str(raised.value)
+    assert await admin.dbsize() == 0
+    await store.aclose()
+    await admin.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_more_concurrent_calls_than_connections_wait_for_one(
+    real_server: ServerProcess, kind: str
+) -> None:
+    k = KINDS[kind]
+    options = {"max_connections": 2}
+    async with k.store_class.from_url(
+        real_server.url, prefix=fresh_prefix(), client_options=options
+    ) as store:
+        await k.write(store, 0, 1)
+        results = await asyncio.gather(*(k.written(store, 0) for _ in range(50)))
+    assert results == [[1]] * 50
