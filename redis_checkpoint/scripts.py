@@ -1,20 +1,28 @@
-"""Finds the Lua scripts, registers them on a client, and runs them.
+"""Finds the Lua scripts and runs them: every write of a store goes through its runner.
 
 Scripts are the `lua/*.lua` files shipped inside the package. A script's first line may
 name the preludes it is prefixed with (`-- uses: _common _trace`): Lua has no include.
-redis-py's `AsyncScript` keeps the SHA and reloads a script the server has lost (SCRIPT
-FLUSH, restart, failover); this module adds automatic pipelining on top: a call goes out at
-once when no other send is under way, and calls made meanwhile queue up and leave together
-as one pipeline (at most `MAX_BATCH` calls) when it returns. A lone writer pays no extra
-latency; many concurrent writers share round trips. One send at a time also keeps a store's
-calls in the order they were numbered, which retry dedup relies on (`lua/_common.lua`).
+
+The runner pipelines automatically: a call goes out at once when no other send is under
+way, and calls made meanwhile queue up and leave together as one pipeline (at most
+`MAX_BATCH` calls) when it returns. A lone writer pays no extra latency; many concurrent
+writers share round trips. One send at a time also keeps a store's calls in the order they
+were numbered, which retry dedup relies on (`lua/_common.lua`), and means one connection
+serves all of a store's writes: the runner borrows one from the client's pool while it has
+calls to send, and packs each call's RESP bytes itself, once, before the call is queued
+(redis-py's packer and its per-command pool round trip were the larger part of a write's
+client time). A script the server has lost (SCRIPT FLUSH, restart, failover) is loaded and
+its calls sent again, in the same round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
@@ -23,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as LinkError
+from redis.exceptions import NoScriptError, ResponseError
 
 MAX_BATCH = 128  # the dedup window of lua/_common.lua: a pipeline never holds more calls
+RELOADS = 3  # rounds of loading lost scripts and sending their calls again, per send
 
 
 class Reply(IntEnum):
@@ -67,24 +77,61 @@ class NotSent(ConnectionError):
     """A queued call that never left: it was not applied."""
 
 
+def _bulk(value: Any) -> bytes:
+    """One RESP bulk string: bytes as they are, text as UTF-8, integers in decimal."""
+    if type(value) is not bytes:
+        if isinstance(value, str):
+            value = value.encode()
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = b"%d" % value
+        elif isinstance(value, float):
+            value = repr(value).encode()
+        elif isinstance(value, bytes | bytearray | memoryview):
+            value = bytes(value)
+        else:
+            raise TypeError(f"cannot send {type(value).__name__} to Redis: {value!r:.60}")
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def pack(args: Iterable[Any]) -> bytes:
+    """One command as RESP bytes."""
+    parts = [_bulk(arg) for arg in args]
+    return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed_keys(keys: tuple[str, ...]) -> bytes:
+    """numkeys and KEYS of a script call: a store writes the same records again and again."""
+    return _bulk(len(keys)) + b"".join(map(_bulk, keys))
+
+
+class Script:
+    """One script's text and SHA, and the packed start of its calls (EVALSHA <sha>)."""
+
+    __slots__ = ("head", "name", "sha", "text")
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name, self.text = name, text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+        self.head = _bulk("EVALSHA") + _bulk(self.sha)
+
+    def call(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> bytes:
+        """The RESP bytes of one call."""
+        body = b"".join([self.head, _packed_keys(keys), *map(_bulk, args)])
+        return b"*%d\r\n%b" % (3 + len(keys) + len(args), body)
+
+
 @dataclass(slots=True)
 class _Call:
-    command: tuple[Any, ...]  # EVALSHA sha numkeys keys... args..., or one plain command
-    script: AsyncScript | None  # reloads the script on NOSCRIPT
-    future: asyncio.Future[Any]
+    packed: bytes  # the whole command as RESP bytes
+    script: Script | None  # reloaded and sent again on NOSCRIPT
+    future: asyncio.Future[Any] | None  # None for a call sent at once by its caller
     deadline: float
-
-    async def alone(self, client: Redis) -> Any:
-        """Send this call on its own (AsyncScript loads a script the server lost)."""
-        if self.script is None:
-            return await client.execute_command(*self.command)  # type: ignore[no-untyped-call]
-        numkeys = self.command[2]
-        keys, args = self.command[3 : 3 + numkeys], self.command[3 + numkeys :]
-        return await self.script(keys, args)
 
 
 class ScriptRunner:
-    """Runs named scripts on one client, pipelining the calls that arrive concurrently.
+    """Runs named scripts (and plain commands) on one client, pipelining the calls that
+    arrive concurrently, one send at a time, on one borrowed connection.
 
     Each call carries its deadline (on the event loop's clock): a call still queued at its
     deadline fails as not sent, and a pipeline is cut at the earliest deadline in it. So the
@@ -94,10 +141,11 @@ class ScriptRunner:
     def __init__(
         self, client: Redis, names: tuple[str, ...], constants: Mapping[str, int] | None = None
     ) -> None:
-        self._client = client
-        self._scripts = {name: client.register_script(source(name, constants)) for name in names}
+        self._pool = client.connection_pool
+        self._scripts = {name: Script(name, source(name, constants)) for name in names}
         self._queue: deque[_Call] = deque()
         self._busy = False  # a single call or a pipeline is under way
+        self._connection: AbstractConnection | None = None  # borrowed while there is work
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def __call__(
@@ -106,92 +154,132 @@ class ScriptRunner:
         """Run script `name`; returns its reply or raises the server's error, or TimeoutError
         (NotSent if it never left) once `deadline` passes."""
         script = self._scripts[name]
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await self._submit(command, script, deadline)
+        return await self._submit(script.call(keys, args), script, deadline)
 
     async def command(self, command: tuple[Any, ...], deadline: float) -> Any:
         """Run one plain command (a write that is atomic alone), pipelined like scripts."""
-        return await self._submit(command, None, deadline)
+        return await self._submit(pack(command), None, deadline)
 
-    async def _submit(
-        self, command: tuple[Any, ...], script: AsyncScript | None, deadline: float
-    ) -> Any:
+    async def _submit(self, packed: bytes, script: Script | None, deadline: float) -> Any:
         loop = asyncio.get_running_loop()
-        call = _Call(command, script, loop.create_future(), deadline)
         if not self._busy:
             if deadline <= loop.time():  # it spent its time before it could leave
                 raise NotSent("its deadline passed before it was sent")
             self._busy = True
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await call.alone(self._client)
+                    [reply] = await self._send([_Call(packed, script, None, deadline)])
             finally:
-                self._busy = False
-                self._next()
+                self._idle()
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+        future = loop.create_future()
+        call = _Call(packed, script, future, deadline)
         self._queue.append(call)
         try:
-            return await call.future
+            return await future
         except asyncio.CancelledError:
             if call in self._queue:  # the caller gave up before it left: it never will
                 self._queue.remove(call)
             raise
 
-    def _next(self) -> None:
-        """Send what queued up meanwhile as one pipeline."""
+    def _idle(self) -> None:
+        """A send is over: send what queued up meanwhile as one pipeline, or, with nothing
+        left, give the connection back to the pool once the loop comes round (a caller
+        that writes again at once keeps it)."""
+        self._busy = False
         now = asyncio.get_running_loop().time()
         batch: list[_Call] = []
-        while self._queue and len(batch) < MAX_BATCH and not self._busy:
+        while self._queue and len(batch) < MAX_BATCH:
             call = self._queue.popleft()
             if call.deadline > now:
                 batch.append(call)
             else:  # it waited out its deadline behind a slow call
-                _fail(call, NotSent("no reply in time from the call ahead of it"))
-        if not batch:
-            return
-        self._busy = True
-        task = asyncio.ensure_future(self._send(batch))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushed)
+                _settle(call, NotSent("no reply in time from the call ahead of it"))
+        if batch:
+            self._busy = True
+            task = asyncio.ensure_future(self._pipeline(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushed)
+        elif self._connection is not None:
+            asyncio.get_running_loop().call_soon(self._give_back)
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        self._busy = False
-        self._next()
+        self._idle()
 
-    async def _send(self, batch: list[_Call]) -> None:
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for call in batch:
-                pipe.execute_command(*call.command)
-        except Exception as exc:  # nothing left: every call fails, none is in doubt
-            for call in batch:
-                _fail(call, NotSent(f"the pipeline could not be built: {exc!r}"))
-            return
+    def _give_back(self) -> None:
+        if not self._busy and self._connection is not None:
+            connection, self._connection = self._connection, None
+            task = asyncio.ensure_future(self._pool.release(connection))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def aclose(self) -> None:
+        """Give the connection back to the pool (nothing may be under way)."""
+        if self._connection is not None and not self._busy:
+            connection, self._connection = self._connection, None
+            await self._pool.release(connection)
+
+    async def _pipeline(self, batch: list[_Call]) -> None:
         try:
             async with asyncio.timeout_at(min(call.deadline for call in batch)):
-                replies = await pipe.execute(raise_on_error=False)
-                for call, reply in zip(batch, replies, strict=True):
-                    await self._settle(call, reply)
+                replies = await self._send(batch)
         except BaseException as exc:  # the connection failed or stalled: all in doubt
             for call in batch:
-                _fail(call, exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
+                _settle(call, exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
             if not isinstance(exc, Exception):
                 raise
+            return
+        for call, reply in zip(batch, replies, strict=True):
+            _settle(call, reply)
 
-    async def _settle(self, call: _Call, reply: Any) -> None:
-        """Hand a call its reply; a script the server lost (NOSCRIPT) is sent again on its
-        own, and AsyncScript reloads it."""
-        if isinstance(reply, NoScriptError):
+    async def _send(self, calls: list[_Call]) -> list[Any]:
+        """Each call's reply (or the server's error), in one round trip, plus one per
+        reload of scripts the server lost; retried as the client's retry policy says
+        (retry dedup makes a re-sent write harmless)."""
+        if self._connection is None:
             try:
-                reply = await call.alone(self._client)
-            except Exception as exc:
-                reply = exc
-        if isinstance(reply, Exception):
-            _fail(call, reply)
-        elif not call.future.done():
-            call.future.set_result(reply)
+                self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            except (LinkError, OSError) as exc:
+                raise NotSent(f"no connection: {exc}") from exc
+        connection = self._connection
+        replies = await connection.retry.call_with_retry(
+            lambda: _exchange(connection, [call.packed for call in calls]),
+            lambda _: connection.disconnect(),
+        )
+        for _ in range(RELOADS):
+            lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if not lost:
+                break
+            scripts = {script for i in lost if (script := calls[i].script) is not None}
+            loads = [pack(("SCRIPT", "LOAD", script.text)) for script in scripts]
+            again = await _exchange(connection, [*loads, *(calls[i].packed for i in lost)])
+            failed = next((r for r in again[: len(loads)] if isinstance(r, Exception)), None)
+            for i, reply in zip(lost, again[len(loads) :], strict=True):
+                replies[i] = failed or reply  # a refused SCRIPT LOAD says why
+        return replies
 
 
-def _fail(call: _Call, exc: BaseException) -> None:
-    if not call.future.done():
-        call.future.set_exception(exc)
+async def _exchange(connection: AbstractConnection, commands: list[bytes]) -> list[Any]:
+    """Send packed commands at once and read a reply (or error) for each. The caller's
+    deadline bounds the reads; any failure midway drops the connection, so no reply is
+    ever read by the wrong caller."""
+    await connection.send_packed_command(b"".join(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await connection.read_response(timeout=math.inf))
+        except ResponseError as exc:  # an error reply: the connection is fine
+            replies.append(exc)
+    return replies
+
+
+def _settle(call: _Call, outcome: Any) -> None:
+    if call.future is None or call.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        call.future.set_exception(outcome)
+    else:
+        call.future.set_result(outcome)

@@ -206,23 +206,22 @@ async def test_from_url_passes_client_options(real_server: ServerProcess, kind: 
     assert f"rc-{kind}" in names
 
 
-async def test_a_pipeline_that_cannot_be_built_settles_every_call() -> None:
+async def test_calls_that_get_no_connection_fail_as_not_sent() -> None:
     store = RedisPersistenceStore.from_url("fakeredis://", timeout=5)
     await store.append(envelope(step=0))  # the shard count is recorded
-    real = store.redis.pipeline
-    with mock.patch.object(store.redis, "pipeline", side_effect=RuntimeError("boom")):
+    await asyncio.sleep(0)  # the idle runner gives its connection back
+    refused = ConnectionError("connection refused")
+    with mock.patch.object(store._run._pool, "get_connection", side_effect=refused):
         results = await asyncio.wait_for(  # a hang guard: queued calls must all be settled
             asyncio.gather(
                 *(store.append(envelope(step=s)) for s in range(1, 6)), return_exceptions=True
             ),
             timeout=10,
         )
-    assert results[0] is None  # the first call goes alone, without a pipeline
-    for failed in results[1:]:
-        assert isinstance(failed, StoreUnavailable) and "could not be built" in str(failed)
-    store.redis.pipeline = real  # type: ignore[method-assign]
+    for failed in results:
+        assert isinstance(failed, StoreUnavailable) and "not sent" in str(failed)
     trace = await store.load("trace-1")
-    assert trace is not None and [e.step for e in trace.events] == [0, 1]  # nothing else
+    assert trace is not None and [e.step for e in trace.events] == [0]  # nothing else
     await store.aclose()
 
 
@@ -233,18 +232,11 @@ async def test_a_pipeline_lost_in_flight_says_its_outcome_is_unknown() -> None:
     async def lost(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("connection reset")
 
-    real = store.redis.pipeline
-
-    def pipeline(**kwargs: Any) -> Any:
-        pipe = real(**kwargs)
-        pipe.execute = lost  # type: ignore[method-assign]
-        return pipe
-
-    with mock.patch.object(store.redis, "pipeline", side_effect=pipeline):
+    with mock.patch("redis_checkpoint.scripts._exchange", side_effect=lost):
         results = await asyncio.gather(
             *(store.append(envelope(step=s)) for s in range(1, 4)), return_exceptions=True
         )
-    for failed in results[1:]:
+    for failed in results:
         assert isinstance(failed, StoreUnavailable) and "may or may not" in str(failed)
     await store.aclose()
 
