@@ -97,7 +97,14 @@ def _envelope_fields(fields: list[Any]) -> list[Any]:
 
 M = TypeVar("M", bound=BaseModel)
 
-_set = object.__setattr__  # pydantic's own __setattr__ would validate
+# Pydantic's per-instance state is these four slots; setting them through their descriptors
+# skips pydantic's __setattr__ (which validates) and is faster than object.__setattr__.
+_new = object.__new__
+_slot = vars(BaseModel)
+_set_dict = _slot["__dict__"].__set__
+_set_fields = _slot["__pydantic_fields_set__"].__set__
+_set_extra = _slot["__pydantic_extra__"].__set__
+_set_private = _slot["__pydantic_private__"].__set__
 
 
 class _FieldNames(dict[type[BaseModel], set[str]]):
@@ -109,6 +116,8 @@ class _FieldNames(dict[type[BaseModel], set[str]]):
     """
 
     def __missing__(self, model: type[BaseModel]) -> set[str]:
+        if model.__new__ is not object.__new__:  # trusted() calls object.__new__ itself
+            raise TypeError(f"{model.__name__} has its own __new__")
         names = self[model] = set(model.model_fields)
         return names
 
@@ -123,7 +132,8 @@ def trusted(model: type[M], values: dict[str, Any], private: dict[str, Any] | No
     package wrote itself from a validated model, where a second validation only costs time.
 
     Args:
-        model: any pydantic model class without a `model_post_init`.
+        model: a pydantic model class without its own `__new__`; its `model_post_init`
+            is not run.
         values: a value for every field, in declaration order, of the types validation
             gives; the instance keeps this dict as its `__dict__`.
         private: the private attributes' values (a dict of its own per instance, as
@@ -131,12 +141,16 @@ def trusted(model: type[M], values: dict[str, Any], private: dict[str, Any] | No
 
     Returns:
         The instance; assignment to it is validated as usual.
+
+    Raises:
+        TypeError: `model` has its own `__new__`.
     """
-    instance = model.__new__(model)
-    _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", _FIELD_NAMES[model])
-    _set(instance, "__pydantic_extra__", None)
-    _set(instance, "__pydantic_private__", private)
+    fields = _FIELD_NAMES[model]
+    instance = _new(model)
+    _set_dict(instance, values)
+    _set_fields(instance, fields)
+    _set_extra(instance, None)
+    _set_private(instance, private)
     return instance
 
 
