@@ -126,9 +126,10 @@ def _form(annotation: Any, metadata: Sequence[Any] = ()) -> _Form:
     if origin is dict and args[0] is str:
         return _dict(_form(args[1]))
     if origin is Literal:
-        return _choice(type(args[0]), {value: value for value in args}, lambda v: v)
+        return _choice(type(args[0]), {v: v for v in args}, lambda v: v, f"one of {args}")
     if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return _choice(annotation, {m.value: m for m in annotation}, lambda v: v.value)
+        members = {m.value: m for m in annotation}
+        return _choice(annotation, members, lambda v: v.value, f"a {annotation.__name__}")
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _model_form(annotation)
     return _leaf(annotation, metadata)
@@ -196,12 +197,12 @@ def _micros(value: Any) -> int:
     return micros(value)
 
 
-def _choice(kind: type, members: dict[Any, Any], stored: Callable[[Any], Any]) -> _Form:
+def _choice(kind: type, members: dict[Any, Any], stored: Callable[[Any], Any], what: str) -> _Form:
     """A Literal's values or an enum's members, stored as `stored(member)`."""
 
     def encode(value: Any) -> Any:
         if type(value) is not kind or stored(value) not in members:
-            raise _refused(value, f"one of {list(members)}")
+            raise _refused(value, what)
         return stored(value)
 
     return _Form(kind, encode, members.__getitem__)
@@ -358,10 +359,13 @@ _ATTRIBUTE_TYPES = {kind.value: kind for kind in SearchAttributeType}
 
 def _encode_attribute(value: Any) -> list[Any]:
     """`[type, data]`: the data is `Any` to pydantic, so its form follows the type."""
-    if type(value) is not SearchAttributeValue or type(value.type) is not SearchAttributeType:
-        raise _refused(value, "a SearchAttributeValue")
+    if type(value) is not SearchAttributeValue:
+        raise _refused(value, "SearchAttributeValue")
+    kind, data = value.__dict__.get("type"), value.__dict__.get("data")
+    if type(kind) is not SearchAttributeType:
+        raise ValueError(f"SearchAttributeValue.type: {_refused(kind, 'a SearchAttributeType')}")
     try:
-        return [value.type.value, _ATTRIBUTE_DATA[value.type].encode(value.data)]
+        return [kind.value, _ATTRIBUTE_DATA[kind].encode(data)]
     except ValueError as exc:
         raise ValueError(f"SearchAttributeValue.data: {exc}") from None
 
