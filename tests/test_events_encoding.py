@@ -457,6 +457,7 @@ BLOB = encode_event(GOOD)
         msgpack.packb([8, 0, 1, "a", ["Json"]]),
         msgpack.packb([8, 0, 1, "a", 5]),
         msgpack.packb([7, 0, WF.bytes, {"a": ["Integer", 3]}]),
+        msgpack.packb([7, 0, WF.bytes, [["Int", 3]]]),  # an array for a map
     ],
 )
 def test_decoding_refuses_what_encoding_did_not_write(data: bytes) -> None:

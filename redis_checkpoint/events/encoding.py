@@ -421,7 +421,7 @@ def decode_event(data: bytes, seq: int, workflow_id: UUID) -> EventBase:
         at = EPOCH + stored[1] * _MICROSECOND
         envelope = {"seq": seq, "recorded_at": at, "workflow_id": workflow_id}
         event: EventBase = shape.decode(stored, trusted(ev.EventEnvelope, envelope))
-    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
         raise ValueError(f"not a stored {shape.model.__name__}: {exc}") from None
     return event
 
