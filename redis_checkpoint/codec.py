@@ -60,7 +60,7 @@ def decode_envelope(data: bytes, trace_id: str, circuit: str) -> PersistenceEnve
     """
     fields = _envelope_fields(_unpack(data, _ENVELOPE_FIELDS))
     step, node_id, outcome_kind, timestamp_ms, payload_hash, payload, version = fields
-    return _trusted(
+    return trusted(
         PersistenceEnvelope,
         {
             "trace_id": trace_id,
@@ -73,6 +73,7 @@ def decode_envelope(data: bytes, trace_id: str, circuit: str) -> PersistenceEnve
             "payload_hash": payload_hash,
             "payload": payload,
         },
+        {"_validated": True},  # a dict per envelope: pydantic writes to it on assignment
     )
 
 
@@ -96,21 +97,60 @@ def _envelope_fields(fields: list[Any]) -> list[Any]:
 
 M = TypeVar("M", bound=BaseModel)
 
-# One set shared by every trusted instance: it names every field, so pydantic's only write
-# to it (adding a field's name on assignment) never changes it, and a set per envelope was
-# a third of the cost of reading a long trace. Likewise the private state: validated.
-_ALL_FIELDS = set(PersistenceEnvelope.model_fields)
-_VALIDATED = {"_validated": True}
+# Pydantic's per-instance state is these four slots; setting them through their descriptors
+# skips pydantic's __setattr__ (which validates) and is faster than object.__setattr__.
+_new = object.__new__
+_slot = vars(BaseModel)
+_set_dict = _slot["__dict__"].__set__
+_set_fields = _slot["__pydantic_fields_set__"].__set__
+_set_extra = _slot["__pydantic_extra__"].__set__
+_set_private = _slot["__pydantic_private__"].__set__
 
 
-def _trusted(model: type[M], values: dict[str, Any]) -> M:
-    """`model.model_construct(**values)` for values that name every field, minus its
-    per-field loop: what pydantic's own model_construct sets, set directly."""
-    instance = model.__new__(model)
-    object.__setattr__(instance, "__dict__", values)
-    object.__setattr__(instance, "__pydantic_fields_set__", _ALL_FIELDS)
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", _VALIDATED)
+class _FieldNames(dict[type[BaseModel], set[str]]):
+    """Per model class, the one set of all its field names that its trusted instances share.
+
+    Pydantic's only write to an instance's set is adding a field's name on assignment, which
+    never changes a set that names every field; a set per instance was a third of the cost
+    of reading a long trace.
+    """
+
+    def __missing__(self, model: type[BaseModel]) -> set[str]:
+        if model.__new__ is not object.__new__:  # trusted() calls object.__new__ itself
+            raise TypeError(f"{model.__name__} has its own __new__")
+        names = self[model] = set(model.model_fields)
+        return names
+
+
+_FIELD_NAMES = _FieldNames()
+
+
+def trusted(model: type[M], values: dict[str, Any], private: dict[str, Any] | None = None) -> M:
+    """An instance of `model` holding `values`, built without validation.
+
+    What `model.model_construct(**values)` leaves, minus its per-field loop: for bytes this
+    package wrote itself from a validated model, where a second validation only costs time.
+
+    Args:
+        model: a pydantic model class without its own `__new__`; its `model_post_init`
+            is not run.
+        values: a value for every field, in declaration order, of the types validation
+            gives; the instance keeps this dict as its `__dict__`.
+        private: the private attributes' values (a dict of its own per instance, as
+            pydantic writes to it), or None for a model without private attributes.
+
+    Returns:
+        The instance; assignment to it is validated as usual.
+
+    Raises:
+        TypeError: `model` has its own `__new__`.
+    """
+    fields = _FIELD_NAMES[model]
+    instance = _new(model)
+    _set_dict(instance, values)
+    _set_fields(instance, fields)
+    _set_extra(instance, None)
+    _set_private(instance, private)
     return instance
 
 

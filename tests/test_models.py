@@ -127,6 +127,9 @@ def test_decoded_envelopes_behave_like_validated_ones() -> None:
         decoded.step = -1
     assert env.step == 1 and decode_envelope(encode_envelope(env), "t", "c").step == 1
     assert decoded.model_copy(update={"step": 9}).step == 9
+    other = decode_envelope(encode_envelope(env), "t", "c")
+    decoded._validated = False  # private state is the instance's own too
+    assert other._validated and encode_envelope(other) == encode_envelope(env)
 
 
 @pytest.mark.parametrize(
