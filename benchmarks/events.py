@@ -2,9 +2,12 @@
 
     python -m benchmarks.events [--server redis|valkey] [--rounds 5] [--only B6 B8]
 
-Starts its own server on a free loopback port.
-- B6 is a rate ratio (higher is better): sequential one-event `append` with its sequence
-  fence against sequential raw `XADD` of the same event JSON.
+Starts its own server on a free loopback port. Events carry a 1 KiB payload.
+- B6 and B7r are rate ratios (higher is better): sequential one-event `append` with its
+  sequence fence against sequential raw `XADD` of the same stored bytes, and
+  `read_history` of 1,000 events against a raw redis-py `XRANGE` of the same entries.
+- B5e is Redis's bytes per stored event (the history stream's `MEMORY USAGE` over its
+  events) against the payload's bytes plus 200 (lower is better).
 - B7 and B8 are time ratios (lower is better) that show cost follows what a call returns,
   not what is stored: `read_history_from(head - 10)` on a 100,000-event history against a
   1,000-event one, and `expired_timers` with 1,000 due among 100,000 against 1,000 in all.
@@ -28,8 +31,8 @@ from redis_checkpoint.events import (
     RedisEventStore,
     TimerId,
     WriteToken,
-    dump_event,
 )
+from redis_checkpoint.events.stored import encode_event
 
 from .checkpoints import Result, compare
 
@@ -51,7 +54,7 @@ def event(wf: UUID, seq: int, payload: Payload = BIG) -> ActivityScheduled:
 async def b6(store: RedisEventStore, raw: Redis, n: int, rounds: int) -> Result:
     workflows = [UUID(int=600 + r) for r in range(rounds)]
     events = [[event(wf, seq) for seq in range(1, n + 1)] for wf in workflows]
-    blob = dump_event(events[0][0]).encode()
+    blob = encode_event(events[0][0])
 
     async def ours(r: int) -> None:
         for e in events[r]:
@@ -59,10 +62,32 @@ async def b6(store: RedisEventStore, raw: Redis, n: int, rounds: int) -> Result:
 
     async def theirs(r: int) -> None:
         for seq in range(1, n + 1):
-            await raw.xadd(f"raw:b6:{r}", {"e": blob}, id=f"0-{seq}")
+            await raw.xadd(f"raw:b6:{r}", {"c": blob}, id=f"0-{seq}")
 
     rates = await compare(n, ours, theirs, rounds)
     return Result("B6", "one-event append with fencing vs XADD", *rates, ">= 0.8")
+
+
+async def b7r(store: RedisEventStore, raw: Redis, n: int, rounds: int) -> Result:
+    wf = UUID(int=750)
+    await store.append(TOKEN, wf, [event(wf, seq) for seq in range(1, n + 1)], 0)
+    stream = store.keys(wf).history
+
+    async def ours(r: int) -> None:
+        assert len(await store.read_history(wf)) == n
+
+    async def theirs(r: int) -> None:
+        assert len(await raw.xrange(stream) or ()) == n
+
+    rates = await compare(n, ours, theirs, rounds)
+    return Result("B7r", f"read_history of {n:,} events vs XRANGE", *rates, ">= 0.5")
+
+
+async def b5e(store: RedisEventStore, raw: Redis, n: int) -> Result:
+    used = await raw.memory_usage(store.keys(UUID(int=750)).history, samples=0) or 0  # B7r's
+    return Result(
+        "B5e", "Redis bytes per event / (payload + 200 B)", used / n, len(BIG.bytes) + 200, "<= 1.3"
+    )
 
 
 async def history(store: RedisEventStore, wf: UUID, size: int) -> None:
@@ -134,6 +159,8 @@ async def main(server: str, rounds: int, only: set[str]) -> list[Result]:
         await raw.xadd("raw:warm-up", {"e": b"x"})
         benches: list[tuple[str, Callable[[], Awaitable[Result]]]] = [
             ("B6", lambda: b6(store, raw, 2000, rounds)),
+            ("B7R", lambda: b7r(store, raw, 1000, rounds * 4)),
+            ("B5E", lambda: b5e(store, raw, 1000)),
             ("B7", lambda: b7(store, 500, rounds)),
             ("B8", lambda: b8(store, RedisEventStore(client, prefix="b8"), 10, rounds)),
         ]
@@ -151,8 +178,10 @@ def report(results: list[Result], server: str) -> None:
     print(f"\nredis-checkpoint event store on {server}")
     print(f"{'':3} {'what':44} {'ours':>12} {'baseline':>12} {'ratio':>6}  target")
     for r in results:
-        if r.name == "B6":
+        if r.name in ("B6", "B7r"):
             ours, base = f"{r.ours:>10,.0f}/s", f"{r.raw:>10,.0f}/s"
+        elif r.name == "B5e":
+            ours, base = f"{r.ours:>10,.0f} B", f"{r.raw:>10,.0f} B"
         else:
             ours, base = f"{r.ours * 1e6:>9,.0f} µs", f"{r.raw * 1e6:>9,.0f} µs"
         verdict = "ok" if r.met() else "MISSED"
@@ -166,4 +195,6 @@ if __name__ == "__main__":
     parser.add_argument("--only", nargs="*", default=[], help="run only these, e.g. B6 B8")
     args = parser.parse_args()
     only = {name.upper() for name in args.only}
+    if "B5E" in only:
+        only.add("B7R")  # B5e measures the history that B7r writes
     report(asyncio.run(main(args.server, args.rounds, only)), args.server)

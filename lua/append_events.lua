@@ -1,6 +1,6 @@
 -- uses: _common
 -- append_events: append events to one workflow's history, fenced by its head, atomically.
--- KEYS[1] history   {p:s}:w:<wf>:h   stream, entry id 0-<seq>, field e = stored event
+-- KEYS[1] history   {p:s}:w:<wf>:h   stream, entry id 0-<seq>, field c = compact event
 -- KEYS[2] meta      {p:s}:w:<wf>:m   hash: head, status, type, started, ended, p<producer>
 -- KEYS[3] runs      {p:s}:w:<wf>:r   list: seqs of lifecycle events
 -- KEYS[4] children  {p:s}:w:<wf>:c   set: child workflow ids
@@ -27,7 +27,7 @@ if #ARGV == 5 then return {OK, head} end
 local changed = head == '0'
 for i = 6, #ARGV, 5 do
   local seq, kind, at, extra = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  redis.call('XADD', history, '0-' .. seq, 'e', ARGV[i + 4])
+  redis.call('XADD', history, '0-' .. seq, 'c', ARGV[i + 4])
   if kind == 'Child' then
     redis.call('SADD', children, extra)
     redis.call('ZADD', parents, 0, extra .. wf)

@@ -40,6 +40,7 @@ from redis_checkpoint.events import (
     SerializationError,
     TimerId,
     WorkflowFilter,
+    dump_event,
 )
 from redis_checkpoint.scripts import Reply
 
@@ -271,3 +272,25 @@ async def test_corrupt_listing_data_is_corrupt_record_of_the_events_tree(
     await client.hset(f"{{{store.prefix}:pkg}}:archives", "not json", b"x")
     with pytest.raises(CorruptRecord, match="archives"):
         await store.list_packages()
+
+
+async def test_histories_in_the_json_form_of_release_0_1_still_read(
+    store: RedisEventStore, client: Redis
+) -> None:
+    """Release 0.1.0 kept each event as Aion's JSON in field `e`; its histories read back,
+    also with events of the compact form appended after them."""
+    wf, child = wid(), wid()
+    old = [started(1, wf), act(2, wf, "charge"), child_started(3, wf, child), can(4, wf)]
+    await store.append(TOKEN, wf, old, 0)  # the projection and indexes, as 0.1.0 kept them
+    history = store.keys(wf).history
+    await client.delete(history)
+    for event in old:
+        await client.xadd(history, {"e": dump_event(event).encode()}, id=f"0-{event.seq}")
+    new = [started(5, wf, run=rid(5), parent=rid(1)), act(6, wf, "ship")]
+    await store.append(TOKEN, wf, new, 4)
+    assert await store.read_history(wf) == old + new
+    assert await store.read_history_from(wf, 3, limit=3) == old[2:] + new[:1]
+    assert [run.run_id for run in await store.read_run_chain(wf)] == [rid(1), rid(5)]
+    entries = await client.execute_command("XRANGE", history, "-", "+")  # type: ignore[no-untyped-call]
+    fields = [set(entry[1]) for entry in entries]
+    assert fields == [{b"e"}] * 4 + [{b"c"}] * 2

@@ -5,6 +5,9 @@ A history is a stream with entry ids `0-<seq>`, next to a projection hash (head,
 type, start and end times), under the hash tag of the workflow's virtual shard, beside the
 shard's indexes (workflow ids, active workflows, parent links). Listings fan out over the
 shards in one pipeline and read projections and indexes, never histories.
+
+An entry's one field names its format: `c` holds the compact form (`encoding.encode_event`),
+`e` Aion's JSON, as release 0.1.0 wrote it (still read).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from ..scripts import Reply
 from . import arguments
 from .encoding import from_micros, micros, projection_fields
 from .errors import TREE, BackendError, InvalidArgument, SequenceConflict, SerializationError
-from .models import EventBase, WorkflowStatus, dump_event, parse_event
+from .models import EventBase, WorkflowStatus, parse_event
 from .protocol import WriteToken
 from .records import RunSummary, WorkflowFilter, WorkflowSummary, run_chain_from_history
+from .stored import decode_event, encode_event
 
 UUID_TEXT = 36
 
@@ -32,6 +36,13 @@ class Histories(RedisBacked):
     def keys(self, workflow_id: UUID) -> WorkflowKeys:
         """The keys of a workflow (all in one cluster slot)."""
         return WorkflowKeys.build(self.prefix, self.shards, arguments.workflow_id(workflow_id))
+
+    @staticmethod
+    def _encode(event: EventBase) -> bytes:
+        try:
+            return encode_event(event)
+        except (TypeError, ValueError) as exc:  # a model_construct event of the wrong shape
+            raise InvalidArgument(f"{type(event).__name__} cannot be stored: {exc}") from None
 
     @writing
     async def append(
@@ -52,7 +63,7 @@ class Histories(RedisBacked):
         args: list[Any] = [keys.workflow_id, expected, error or ""]
         for event in () if error else batch:
             kind, extra = projection_fields(event)
-            args += (event.seq, kind, micros(event.recorded_at), extra, dump_event(event).encode())
+            args += (event.seq, kind, micros(event.recorded_at), extra, self._encode(event))
         code, detail = await self._write("append_events", keys.script, args)
         if code == Reply.STALE:
             raise TREE.unavailable("a copy of this append arrived too late to tell its outcome")
@@ -83,7 +94,7 @@ class Histories(RedisBacked):
         if limit is not None:
             command += ("COUNT", arguments.limit(limit))
         [entries] = await self._commands([command])
-        return [_decode(keys.history, fields) for _, fields in entries]
+        return [_decode(keys, workflow_id, entry) for entry in entries]
 
     @reading
     async def read_run_chain(self, workflow_id: UUID) -> list[RunSummary]:
@@ -92,7 +103,7 @@ class Histories(RedisBacked):
         [seqs] = await self._commands([("LRANGE", keys.runs, 0, -1)])
         ranges = [("XRANGE", keys.history, f"0-{s.decode()}", f"0-{s.decode()}") for s in seqs]
         found = await self._commands(ranges) if ranges else []
-        events = [_decode(keys.history, entry[0][1]) for entry in found if entry]
+        events = [_decode(keys, workflow_id, entry[0]) for entry in found if entry]
         return run_chain_from_history(events)
 
     @reading
@@ -178,8 +189,14 @@ class Histories(RedisBacked):
         return summaries
 
 
-def _decode(key: str, fields: list[bytes]) -> EventBase:
+def _decode(keys: WorkflowKeys, workflow_id: UUID, entry: list[Any]) -> EventBase:
+    """The event of a raw stream entry `[b"0-<seq>", [field, value]]` (see the module doc)."""
     try:
-        return parse_event(fields[1])
-    except (SerializationError, IndexError) as exc:
-        raise SerializationError(f"undecodable event at key {key!r}: {exc}") from None
+        entry_id, (field, value) = entry
+        if field == b"c":
+            return decode_event(value, int(entry_id[2:]), workflow_id)
+        if field == b"e":
+            return parse_event(value)
+        raise ValueError(f"unknown entry field {field!r}")
+    except (SerializationError, ValueError, TypeError) as exc:
+        raise SerializationError(f"undecodable event at key {keys.history!r}: {exc}") from None
