@@ -347,6 +347,7 @@ def _decode_attribute(stored: list[Any]) -> SearchAttributeValue:
 
 
 _ENVELOPE = _Shape(ev.EventEnvelope)
+_ENVELOPE_MODEL, _trusted, _unpackb = ev.EventEnvelope, trusted, msgpack.unpackb
 _SHAPES = [_Shape(model, event=True) for model in EVENT_CODES]
 _CODES = {model: code for code, model in enumerate(EVENT_CODES)}
 if set(EVENT_CODES) != set(ev.EVENT_TYPES.values()):  # a new event needs a code
@@ -379,34 +380,39 @@ def decode_event(data: bytes, seq: int, workflow_id: UUID) -> EventBase:
 
     Trusted: the models are built without validation, as `encode_event` checked every
     value; what is checked is the form (msgpack, an array, a known code, the number of
-    fields), so a record this package did not write is refused.
+    fields), so a record this package did not write is refused. The checks that building
+    makes anyway (unpacking the fields counts them) are only spelled out for a record that
+    fails: reading a long history is this function, a thousand times.
 
     Raises:
         ValueError: `data` is not an event's stored form; the message says why.
     """
-    stored, shape = _unpack(data)
     try:
+        stored = _unpackb(data)
+        code = stored[0] if type(stored) is list else None  # a map would unpack as keys
+        if type(code) is not int or code < 0:
+            raise ValueError("no event code")
         at = EPOCH + stored[1] * _MICROSECOND
         envelope = {"seq": seq, "recorded_at": at, "workflow_id": workflow_id}
-        event: EventBase = shape.decode(stored, trusted(ev.EventEnvelope, envelope))
-    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a stored {shape.model.__name__}: {exc}") from None
+        event: EventBase = _SHAPES[code].decode(stored, _trusted(_ENVELOPE_MODEL, envelope))
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise _diagnosis(data, exc) from None
     return event
 
 
-def _unpack(data: bytes) -> tuple[list[Any], _Shape]:
-    """The stored array, and the shape its code names; ValueError if it has another form."""
+def _diagnosis(data: bytes, exc: Exception) -> ValueError:
+    """Why `data` is not an event's stored form."""
     try:
         stored = msgpack.unpackb(data)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise ValueError(f"not msgpack ({type(exc).__name__}: {exc})") from None
+    except Exception as error:
+        return ValueError(f"not msgpack ({type(error).__name__}: {error})")
     if type(stored) is not list or not stored:
-        raise ValueError(f"expected an array [code, recorded_at, ...], got {stored!r:.80}")
+        return ValueError(f"expected an array [code, recorded_at, ...], got {stored!r:.80}")
     code = stored[0]
     if type(code) is not int or not 0 <= code < len(_SHAPES):
-        raise ValueError(f"no event has the code {code!r:.20}")
+        return ValueError(f"no event has the code {code!r:.20}")
     shape = _SHAPES[code]
     if len(stored) != 2 + len(shape.names):
         name, width = shape.model.__name__, 2 + len(shape.names)
-        raise ValueError(f"a stored {name} is an array of {width}, not {len(stored)}")
-    return stored, shape
+        return ValueError(f"a stored {name} is an array of {width}, not {len(stored)}")
+    return ValueError(f"not a stored {shape.model.__name__}: {exc}")
