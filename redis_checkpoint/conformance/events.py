@@ -20,6 +20,7 @@ from ..events import (
     BackendError,
     EventBase,
     InvalidArgument,
+    Payload,
     SequenceConflict,
     TimerEntry,
     TimerId,
@@ -469,6 +470,26 @@ class EventStoreConformance:
             await store.schedule_timer(wf, "timer:anonymous:1", T(1))
         assert await store.read_history(wf) == []
         assert await store.expired_timers(T(10**9)) == []
+
+    async def test_events_from_model_construct_are_checked_and_fail_alone(self, store: Any) -> None:
+        wf, other = wid(), wid()
+        good = started(1, wf)
+        bent = [  # what validation would refuse, built without it
+            good.model_construct(**{**good.__dict__, "workflow_type": 7}),
+            good.model_construct(**{**good.__dict__, "input": Payload.model_construct(bytes="x")}),
+            good.model_construct(**{**good.__dict__, "run_id": str(good.run_id)}),
+        ]
+        for event in bent:
+            with pytest.raises(InvalidArgument):
+                await store.append(TOKEN, wf, [event], 0)
+        results = await asyncio.gather(
+            store.append(TOKEN, wf, [bent[0]], 0),
+            store.append(TOKEN, other, [started(1, other)], 0),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], InvalidArgument) and results[1] is None
+        assert await store.read_history(wf) == []
+        assert await store.read_history(other) == [started(1, other)]
 
     async def test_events_of_every_kind_round_trip(self, store: Any) -> None:
         wf = wid()

@@ -13,6 +13,7 @@ from .encoding import EXACT_MICROS, micros
 from .errors import TREE
 from .models import EventBase, TimerId
 from .protocol import WriteToken
+from .stored import encode_event
 
 check = TREE.check
 
@@ -59,6 +60,15 @@ def append(
                 f"events[{i}] belongs to workflow {event.envelope.workflow_id}, not {wf}"
             )
     return wf, batch, expected
+
+
+def stored(event: EventBase) -> bytes:
+    """The event's stored bytes (`stored.encode_event`): what both stores keep. An event
+    built with `model_construct` holding a value its annotation refuses is InvalidArgument."""
+    try:
+        return encode_event(event)
+    except ValueError as exc:
+        raise TREE.invalid(f"{type(event).__name__} cannot be stored: {exc}") from None
 
 
 def contiguity_error(events: Sequence[EventBase], expected_seq: int) -> str | None:

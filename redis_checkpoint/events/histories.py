@@ -25,7 +25,7 @@ from .errors import TREE, BackendError, InvalidArgument, SequenceConflict, Seria
 from .models import EventBase, WorkflowStatus, parse_event
 from .protocol import WriteToken
 from .records import RunSummary, WorkflowFilter, WorkflowSummary, run_chain_from_history
-from .stored import decode_event, encode_event
+from .stored import decode_event
 
 UUID_TEXT = 36
 
@@ -36,13 +36,6 @@ class Histories(RedisBacked):
     def keys(self, workflow_id: UUID) -> WorkflowKeys:
         """The keys of a workflow (all in one cluster slot)."""
         return WorkflowKeys.build(self.prefix, self.shards, arguments.workflow_id(workflow_id))
-
-    @staticmethod
-    def _encode(event: EventBase) -> bytes:
-        try:
-            return encode_event(event)
-        except (TypeError, ValueError) as exc:  # a model_construct event of the wrong shape
-            raise InvalidArgument(f"{type(event).__name__} cannot be stored: {exc}") from None
 
     @writing
     async def append(
@@ -63,7 +56,7 @@ class Histories(RedisBacked):
         args: list[Any] = [keys.workflow_id, expected, error or ""]
         for event in () if error else batch:
             kind, extra = projection_fields(event)
-            args += (event.seq, kind, micros(event.recorded_at), extra, self._encode(event))
+            args += (event.seq, kind, micros(event.recorded_at), extra, arguments.stored(event))
         code, detail = await self._write("append_events", keys.script, args)
         if code == Reply.STALE:
             raise TREE.unavailable("a copy of this append arrived too late to tell its outcome")

@@ -1,8 +1,9 @@
 """`InMemoryEventStore`: the reference semantics, in one process, for tests and development.
 
-It keeps each event as Aion's JSON, so every write and read goes through the wire form just
-as it does on Redis. No method awaits between its check and its write, so each is atomic
-on the event loop without a lock. Nothing expires and nothing is durable.
+It keeps each event in the stored form the Redis store keeps (`stored.py`), so every write
+and read goes through the same encoding and checks as on Redis. No method awaits between
+its check and its write, so each is atomic on the event loop without a lock. Nothing
+expires and nothing is durable.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from uuid import UUID
 from . import arguments
 from .arguments import check, contiguity_error
 from .errors import BackendError, SequenceConflict
-from .models import ChildWorkflowStarted, EventBase, TimerId, dump_event, parse_event
+from .models import ChildWorkflowStarted, EventBase, TimerId
 from .protocol import WriteToken
 from .records import (
     ListWorkflowsFilter,
@@ -27,6 +28,7 @@ from .records import (
     WorkflowSummary,
     run_chain_from_history,
 )
+from .stored import decode_event
 
 
 class InMemoryEventStore:
@@ -35,7 +37,7 @@ class InMemoryEventStore:
     whose history started it (ChildWorkflowStarted; of several, the lowest id)."""
 
     def __init__(self) -> None:
-        self._histories: dict[UUID, list[str]] = {}
+        self._histories: dict[UUID, list[bytes]] = {}
         self._parents: dict[UUID, set[UUID]] = {}
         self._timers: dict[tuple[UUID, TimerId], datetime] = {}
         self._packages: dict[tuple[str, str], PackageRecord] = {}
@@ -67,7 +69,7 @@ class InMemoryEventStore:
             return
         if (error := contiguity_error(batch, expected)) is not None:
             raise BackendError(error)
-        self._histories[wf] = history + [dump_event(e) for e in batch]
+        self._histories[wf] = history + [arguments.stored(e) for e in batch]
         for event in batch:
             if isinstance(event, ChildWorkflowStarted):
                 self._parents.setdefault(event.child_workflow_id, set()).add(wf)
@@ -78,10 +80,11 @@ class InMemoryEventStore:
     async def read_history_from(
         self, workflow_id: UUID, from_seq: int, *, limit: int | None = None
     ) -> list[EventBase]:
-        history = self._histories.get(arguments.workflow_id(workflow_id), [])
+        wf = arguments.workflow_id(workflow_id)
         start = max(arguments.seq(from_seq, "from_seq"), 1) - 1
         end = None if limit is None else start + arguments.limit(limit)
-        return [parse_event(raw) for raw in history[start:end]]
+        page = self._histories.get(wf, [])[start:end]
+        return [decode_event(raw, seq, wf) for seq, raw in enumerate(page, start + 1)]
 
     async def read_run_chain(self, workflow_id: UUID) -> list[RunSummary]:
         return run_chain_from_history(await self.read_history(workflow_id))
