@@ -11,7 +11,7 @@ one script can touch a trace's keys and its shard's indexes in one Redis Cluster
     {rc:17}:t:<id>:k    zset    idempotency keys given by callers, by the time applied
     {rc:17}:traces      zset    trace ids by last update (ms): listing
     {rc:17}:expiry      zset    trace ids by expiry deadline (ms): index cleanup
-    {rc:17}:w:<wf>:h    stream  Aion events as JSON, entry id 0-<seq>, field e
+    {rc:17}:w:<wf>:h    stream  events, entry id 0-<seq>, field c (stored.py) or e (JSON, 0.1.0)
     {rc:17}:w:<wf>:m    hash    projection: head, status, type, started, ended (µs); dedup
     {rc:17}:w:<wf>:r    list    seqs of lifecycle events (the run chain's skeleton)
     {rc:17}:w:<wf>:c    set     child workflow ids (a parent's children, in its shard)
