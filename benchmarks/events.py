@@ -34,7 +34,7 @@ from redis_checkpoint.events import (
 )
 from redis_checkpoint.events.stored import encode_event
 
-from .checkpoints import Result, compare
+from .checkpoints import Result, compare, server_times
 
 TOKEN = WriteToken.recorder()
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -64,8 +64,10 @@ async def b6(store: RedisEventStore, raw: Redis, n: int, rounds: int) -> Result:
         for seq in range(1, n + 1):
             await raw.xadd(f"raw:b6:{r}", {"c": blob}, id=f"0-{seq}")
 
+    await raw.config_resetstat()
     rates = await compare(n, ours, theirs, rounds)
-    return Result("B6", "one-event append with fencing vs XADD", *rates, ">= 0.8")
+    note = await server_times(raw, "evalsha", "xadd")
+    return Result("B6", "one-event append with fencing vs XADD", *rates, ">= 0.8", note)
 
 
 async def b7r(store: RedisEventStore, raw: Redis, n: int, rounds: int) -> Result:
@@ -186,6 +188,8 @@ def report(results: list[Result], server: str) -> None:
             ours, base = f"{r.ours * 1e6:>9,.0f} µs", f"{r.raw * 1e6:>9,.0f} µs"
         verdict = "ok" if r.met() else "MISSED"
         print(f"{r.name:3} {r.what:44} {ours:>12} {base:>12} {r.ratio:>6.2f}  {r.target} {verdict}")
+        if r.note:
+            print(f"{'':4}{r.note}")
 
 
 if __name__ == "__main__":
