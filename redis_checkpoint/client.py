@@ -174,7 +174,7 @@ class RedisBacked:
         if self._closed:
             return
         self._closed = True
-        await self._run.aclose()
+        self._run.close()
         if self._owns_client:
             try:
                 async with asyncio.timeout(self.timeout):

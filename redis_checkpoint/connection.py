@@ -3,6 +3,7 @@ credentials, a pool that waits for a free connection, and passwords masked in me
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -19,9 +20,20 @@ R = TypeVar("R")
 DEFAULT_TIMEOUT = 10.0
 
 
+def retryable(error: Exception) -> bool:
+    """Whether a call may go on retrying after `error`: not once the running task has been
+    cancelled (by the call's deadline, or its caller). Python 3.11's `wait_for`, which
+    redis-py connects with, can swallow that cancellation; it is raised again here, so
+    that the deadline still ends the call instead of the retries running out."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return True
+
+
 class _Retry(Retry):
     """redis-py's retry, minus what retrying cannot fix: refused credentials (which redis-py
-    files under ConnectionError)."""
+    files under ConnectionError) and a call its deadline has cancelled."""
 
     async def call_with_retry(
         self,
@@ -30,19 +42,22 @@ class _Retry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> R:
-        def retryable(error: Exception) -> bool:
+        def worth_it(error: Exception) -> bool:
             denied = isinstance(error, AuthenticationError | AuthorizationError)
-            return not denied and (is_retryable is None or is_retryable(error))
+            return retryable(error) and not denied and (is_retryable is None or is_retryable(error))
 
-        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+        return await super().call_with_retry(do, fail, worth_it, with_failure_count)
 
 
 def client_defaults(timeout: float) -> dict[str, Any]:
-    """Socket timeouts inside the call's deadline, and a few fast retries that ride out a
-    dropped connection or a failover within it."""
+    """A connect timeout inside the call's deadline, and a few fast retries that ride out a
+    dropped connection or a failover within it. No socket timeout: every call's deadline
+    bounds its reads and writes, and redis-py enforces a socket timeout on writes with
+    `asyncio.wait_for`, which on Python 3.11 can swallow the deadline's cancellation (the
+    call then ran seconds past it)."""
     return {
         "socket_connect_timeout": min(2.0, timeout),
-        "socket_timeout": min(5.0, timeout),
+        "socket_timeout": None,
         "retry": _Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), 3),
         "health_check_interval": 30,
     }

@@ -7,12 +7,13 @@ The runner pipelines automatically: a call goes out at once when no other send i
 way, and calls made meanwhile queue up and leave together as one pipeline (at most
 `MAX_BATCH` calls) when it returns. A lone writer pays no extra latency; many concurrent
 writers share round trips. One send at a time also keeps a store's calls in the order they
-were numbered, which retry dedup relies on (`lua/_common.lua`), and means one connection
-serves all of a store's writes: the runner borrows one from the client's pool while it has
-calls to send, and packs each call's RESP bytes itself, once, before the call is queued
-(redis-py's packer and its per-command pool round trip were the larger part of a write's
-client time). A script the server has lost (SCRIPT FLUSH, restart, failover) is loaded and
-its calls sent again, in the same round trip.
+were numbered, which retry dedup relies on (`lua/_common.lua`). Each send borrows a
+connection from the client's pool for its round trip, as any redis-py call does, so a busy
+store starves no other caller of a small pool. The runner packs each call's RESP bytes
+itself, once, before the call is queued, and writes them without redis-py's per-call
+socket timer (its Python packer and an `asyncio.wait_for` per call were the larger part of
+a write's client time). A script the server has lost (SCRIPT FLUSH, restart, failover) is
+loaded and its calls sent again, in one more round trip.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as LinkError
 from redis.exceptions import NoScriptError, ResponseError
+
+from .connection import retryable
 
 MAX_BATCH = 128  # the dedup window of lua/_common.lua: a pipeline never holds more calls
 RELOADS = 3  # rounds of loading lost scripts and sending their calls again, per send
@@ -127,11 +130,12 @@ class _Call:
     script: Script | None  # reloaded and sent again on NOSCRIPT
     future: asyncio.Future[Any] | None  # None for a call sent at once by its caller
     deadline: float
+    sent: bool = False  # it got a connection and left: its outcome may be unknown
 
 
 class ScriptRunner:
     """Runs named scripts (and plain commands) on one client, pipelining the calls that
-    arrive concurrently, one send at a time, on one borrowed connection.
+    arrive concurrently, one send at a time.
 
     Each call carries its deadline (on the event loop's clock): a call still queued at its
     deadline fails as not sent, and a pipeline is cut at the earliest deadline in it. So the
@@ -145,7 +149,7 @@ class ScriptRunner:
         self._scripts = {name: Script(name, source(name, constants)) for name in names}
         self._queue: deque[_Call] = deque()
         self._busy = False  # a single call or a pipeline is under way
-        self._connection: AbstractConnection | None = None  # borrowed while there is work
+        self._closed = False
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def __call__(
@@ -166,9 +170,14 @@ class ScriptRunner:
             if deadline <= loop.time():  # it spent its time before it could leave
                 raise NotSent("its deadline passed before it was sent")
             self._busy = True
+            call = _Call(packed, script, None, deadline)
             try:
                 async with asyncio.timeout_at(deadline):
-                    [reply] = await self._send([_Call(packed, script, None, deadline)])
+                    [reply] = await self._send([call])
+            except TimeoutError:
+                if not call.sent:
+                    raise NotSent("no connection was free before its deadline") from None
+                raise
             finally:
                 self._idle()
             if isinstance(reply, Exception):
@@ -185,9 +194,7 @@ class ScriptRunner:
             raise
 
     def _idle(self) -> None:
-        """A send is over: send what queued up meanwhile as one pipeline, or, with nothing
-        left, give the connection back to the pool once the loop comes round (a caller
-        that writes again at once keeps it)."""
+        """A send is over: send what queued up meanwhile as one pipeline."""
         self._busy = False
         now = asyncio.get_running_loop().time()
         batch: list[_Call] = []
@@ -202,25 +209,15 @@ class ScriptRunner:
             task = asyncio.ensure_future(self._pipeline(batch))
             self._flushes.add(task)
             task.add_done_callback(self._flushed)
-        elif self._connection is not None:
-            asyncio.get_running_loop().call_soon(self._give_back)
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
         self._idle()
 
-    def _give_back(self) -> None:
-        if not self._busy and self._connection is not None:
-            connection, self._connection = self._connection, None
-            task = asyncio.ensure_future(self._pool.release(connection))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def aclose(self) -> None:
-        """Give the connection back to the pool (nothing may be under way)."""
-        if self._connection is not None and not self._busy:
-            connection, self._connection = self._connection, None
-            await self._pool.release(connection)
+    def close(self) -> None:
+        """The store is closed: a send still under way drops its connection when done,
+        rather than leaving it open in a pool that was closed meanwhile."""
+        self._closed = True
 
     async def _pipeline(self, batch: list[_Call]) -> None:
         try:
@@ -228,7 +225,8 @@ class ScriptRunner:
                 replies = await self._send(batch)
         except BaseException as exc:  # the connection failed or stalled: all in doubt
             for call in batch:
-                _settle(call, exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
+                lost = exc if isinstance(exc, Exception) else ConnectionError(repr(exc))
+                _settle(call, lost if call.sent else NotSent(f"no connection: {lost!r}"))
             if not isinstance(exc, Exception):
                 raise
             return
@@ -237,29 +235,50 @@ class ScriptRunner:
 
     async def _send(self, calls: list[_Call]) -> list[Any]:
         """Each call's reply (or the server's error), in one round trip, plus one per
-        reload of scripts the server lost; retried as the client's retry policy says
-        (retry dedup makes a re-sent write harmless)."""
-        if self._connection is None:
-            try:
-                self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-            except (LinkError, OSError) as exc:
-                raise NotSent(f"no connection: {exc}") from exc
-        connection = self._connection
-        replies = await connection.retry.call_with_retry(
-            lambda: _exchange(connection, [call.packed for call in calls]),
-            lambda _: connection.disconnect(),
-        )
-        for _ in range(RELOADS):
-            lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if not lost:
-                break
-            scripts = {script for i in lost if (script := calls[i].script) is not None}
-            loads = [pack(("SCRIPT", "LOAD", script.text)) for script in scripts]
-            again = await _exchange(connection, [*loads, *(calls[i].packed for i in lost)])
-            failed = next((r for r in again[: len(loads)] if isinstance(r, Exception)), None)
-            for i, reply in zip(lost, again[len(loads) :], strict=True):
-                replies[i] = failed or reply  # a refused SCRIPT LOAD says why
-        return replies
+        reload of scripts the server lost, on a connection borrowed for the send."""
+        try:
+            connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        except (LinkError, OSError) as exc:
+            raise NotSent(f"no connection: {exc}") from exc
+        try:
+            for call in calls:
+                call.sent = True
+            replies = await _round(connection, [call.packed for call in calls])
+            for _ in range(RELOADS):
+                lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                if not lost:
+                    break
+                await _reload(connection, calls, lost, replies)
+            return replies
+        finally:
+            if self._closed:
+                await connection.disconnect()
+            await self._pool.release(connection)
+
+
+async def _round(connection: AbstractConnection, commands: list[bytes]) -> list[Any]:
+    """One round trip, retried as the client's retry policy says (retry dedup makes a
+    re-sent write harmless), but not once the call's deadline has cancelled it."""
+    return await connection.retry.call_with_retry(
+        lambda: _exchange(connection, commands), lambda _: connection.disconnect(), retryable
+    )
+
+
+async def _reload(
+    connection: AbstractConnection, calls: list[_Call], lost: list[int], replies: list[Any]
+) -> None:
+    """Load the scripts of the `lost` calls (NOSCRIPT) and send those calls again, in one
+    round trip; their new replies go into `replies`. A round that fails for good fails
+    those calls alone: the others have their replies."""
+    scripts = {script for i in lost if (script := calls[i].script) is not None}
+    loads = [pack(("SCRIPT", "LOAD", script.text)) for script in scripts]
+    try:
+        again = await _round(connection, [*loads, *(calls[i].packed for i in lost)])
+    except Exception as exc:
+        again = [exc] * (len(loads) + len(lost))
+    failed = next((r for r in again[: len(loads)] if isinstance(r, Exception)), None)
+    for i, reply in zip(lost, again[len(loads) :], strict=True):
+        replies[i] = failed or reply  # a refused SCRIPT LOAD says why
 
 
 async def _exchange(connection: AbstractConnection, commands: list[bytes]) -> list[Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import fakeredis
+import msgpack
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
@@ -42,6 +43,7 @@ from redis_checkpoint.events import (
     WorkflowFilter,
     dump_event,
 )
+from redis_checkpoint.events.stored import encode_event
 from redis_checkpoint.scripts import Reply
 
 from .conftest import fresh_prefix, record_script_calls
@@ -294,3 +296,34 @@ async def test_histories_in_the_json_form_of_release_0_1_still_read(
     entries = await client.execute_command("XRANGE", history, "-", "+")  # type: ignore[no-untyped-call]
     fields = [set(entry[1]) for entry in entries]
     assert fields == [{b"e"}] * 4 + [{b"c"}] * 2
+
+
+def _bad_run_id(wf: UUID) -> bytes:
+    """A stored WorkflowStarted whose run id is 3 bytes, not a UUID's 16."""
+    stored = msgpack.unpackb(encode_event(started(2, wf)))
+    return msgpack.packb([*stored[:4], b"abc", *stored[5:]])
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "fields"),
+    [
+        ("0-2", lambda wf: {"x": encode_event(started(2, wf))}),  # a field this store never writes
+        ("0-2", lambda wf: {"c": b"\xc1"}),  # not msgpack
+        ("0-2", lambda wf: {"c": msgpack.packb({0: 8, 1: 0})}),  # a map, not an array
+        ("0-2", lambda wf: {"c": msgpack.packb([-1, 0])}),  # no such event code
+        ("0-2", lambda wf: {"c": _bad_run_id(wf)}),
+        ("1-2", lambda wf: {"c": encode_event(started(2, wf))}),  # an id this store never writes
+        ("0-2", lambda wf: {"e": b'{"type":"WorkflowStarted","data":{}}'}),
+    ],
+)
+async def test_foreign_history_entries_are_serialization_errors(
+    store: RedisEventStore, client: Redis, entry_id: str, fields: Callable[[UUID], Any]
+) -> None:
+    victim, bystander = wid(), wid()
+    await store.append(TOKEN, victim, [started(1, victim)], 0)
+    await store.append(TOKEN, bystander, [started(1, bystander)], 0)
+    await client.xadd(store.keys(victim).history, fields(victim), id=entry_id)
+    for read in (store.read_history(victim), store.read_history_from(victim, 2)):
+        with pytest.raises(SerializationError, match=str(victim)):
+            await read
+    assert await store.read_history(bystander) == [started(1, bystander)]

@@ -398,3 +398,86 @@ async def test_more_concurrent_calls_than_connections_wait_for_one(
         await k.write(store, 0, 1)
         results = await asyncio.gather(*(k.written(store, 0) for _ in range(50)))
     assert results == [[1]] * 50
+
+
+# -- the script runner borrows a pool connection per send --
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_pool_of_one_serves_a_writer_and_readers_in_turn(
+    real_server: ServerProcess, kind: str
+) -> None:
+    """A user's client with redis-py's plain pool of one connection (which fails, rather
+    than waits, when none is free): one task's write, then reads, of two stores."""
+    k = KINDS[kind]
+    client = Redis.from_url(real_server.url, max_connections=1)
+    prefix = fresh_prefix()
+    store, other = (k.store_class(client, prefix=prefix, timeout=2) for _ in range(2))
+    for n in range(1, 21):
+        await k.write(store, 0, n)
+        assert await k.written(store, 0) == list(range(1, n + 1))
+        await asyncio.sleep(0)
+        await read_everything(other)
+    await client.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_busy_writers_leave_connections_for_readers(
+    real_server: ServerProcess, kind: str
+) -> None:
+    """64 tasks writing without a pause through a pool of one: reads, and the writes of a
+    second store on the same client, each get their turn within the deadline."""
+    k = KINDS[kind]
+    store = k.store_class.from_url(
+        real_server.url, prefix=fresh_prefix(), timeout=2, client_options={"max_connections": 1}
+    )
+    other = k.store_class(store.redis, prefix=store.prefix, timeout=2)
+    stop = time.monotonic() + 1.5
+
+    async def writer(record: int) -> int:
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            await k.write(store, record, n)
+        return n
+
+    async def turns() -> int:
+        reads = 0
+        while time.monotonic() < stop:
+            await k.write(other, 100 + reads, 1)
+            assert await k.written(other, 100 + reads) == [1]
+            reads += 1
+        return reads
+
+    *written, reads = await asyncio.gather(*(writer(r) for r in range(64)), turns())
+    assert reads >= 3 and min(written) >= 1
+    await store.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_connection_lost_while_scripts_reload_is_retried(
+    real_server: ServerProcess, kind: str
+) -> None:
+    """SCRIPT FLUSH, then the connection drops as the lost scripts are loaded again: the
+    client's retry sends that round again, and the write is applied once."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    import redis_checkpoint.scripts as scripts
+
+    k = KINDS[kind]
+    store = k.store_class.from_url(real_server.url, prefix=fresh_prefix(), timeout=5)
+    await k.write(store, 0, 1)
+    real, dropped = scripts._exchange, list[list[bytes]]()
+
+    async def exchange(connection: Any, commands: list[bytes]) -> list[Any]:
+        if not dropped and any(b"SCRIPT" in command[:32] for command in commands):
+            dropped.append(commands)
+            await connection.disconnect()
+            raise RedisConnectionError("connection reset while loading scripts")
+        return await real(connection, commands)
+
+    await store.redis.script_flush()
+    with mock.patch.object(scripts, "_exchange", exchange):
+        await k.write(store, 0, 2)
+    assert dropped and await k.written(store, 0) == [1, 2]
+    await store.aclose()

@@ -90,7 +90,7 @@ class Histories(RedisBacked):
         try:  # the whole history in one comprehension: this is its hot loop
             return [
                 decode_event(value, int(entry_id[2:]), workflow_id)
-                if field == b"c"
+                if field == b"c" and entry_id[:2] == b"0-"
                 else _decode(keys, workflow_id, [entry_id, [field, value]])
                 for entry_id, (field, value) in entries
             ]
@@ -194,6 +194,8 @@ def _decode(keys: WorkflowKeys, workflow_id: UUID, entry: list[Any]) -> EventBas
     """The event of a raw stream entry `[b"0-<seq>", [field, value]]` (see the module doc)."""
     try:
         entry_id, (field, value) = entry
+        if not entry_id.startswith(b"0-"):
+            raise ValueError(f"entry id {entry_id!r} is not 0-<seq>")
         if field == b"c":
             return decode_event(value, int(entry_id[2:]), workflow_id)
         if field == b"e":

@@ -153,6 +153,8 @@ _from_bytes, _UNKNOWN = int.from_bytes, SafeUUID.unknown
 
 
 def _uuid(value: bytes) -> UUID:
+    if len(value) != 16:
+        raise ValueError(f"a UUID is 16 bytes, not {len(value)}")
     uuid = object.__new__(UUID)
     _set_int(uuid, _from_bytes(value))
     _set_safe(uuid, _UNKNOWN)
