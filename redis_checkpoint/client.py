@@ -33,10 +33,11 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from .checks import Checks
 from .connection import DEFAULT_TIMEOUT, connect
 from .failures import OUTCOME_UNKNOWN, ErrorTree
 from .keys import config_key, key_types
-from .scripts import NotSent, ScriptRunner
+from .scripts import Durability, NotSent, ScriptRunner, Unconfirmed
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -127,7 +128,16 @@ class RedisBacked:
     constants: dict[str, int]  # the store's settings, baked into its scripts' text
 
     def __init__(
-        self, redis: Redis, *, prefix: str, shards: int, timeout: float, owns_client: bool
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        shards: int,
+        timeout: float,
+        owns_client: bool,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+        fsync: bool = False,
     ) -> None:
         check = self.errors.check
         pool = getattr(redis, "connection_pool", None)
@@ -136,13 +146,14 @@ class RedisBacked:
         self.prefix = check.prefix(prefix)
         self.shards = check.integer(shards, "shards", 1, 16384)
         self.timeout = check.seconds(timeout, "timeout")
+        self._durability = _durability(check, replicas, replica_timeout, fsync, self.timeout)
         self.redis = redis
         self._owns_client = owns_client
         self._closed = False
         self._recorded = False  # the shard count is recorded (and matches)
         self._configuring = asyncio.Lock()  # many first calls at once check the record once
         self._new_producer()
-        self._run = ScriptRunner(redis, self.scripts, self.constants)
+        self._run = ScriptRunner(redis, self.scripts, self.constants, self._durability)
 
     def _new_producer(self) -> None:
         """Retry dedup: this store's calls are numbered under a random producer id."""
@@ -215,7 +226,7 @@ class RedisBacked:
             raise self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
         if self._forks != _forks:
             self._new_producer()
-            self._run = ScriptRunner(self.redis, self.scripts, self.constants)
+            self._run = ScriptRunner(self.redis, self.scripts, self.constants, self._durability)
             self.redis.connection_pool.reset()  # type: ignore[no-untyped-call]
 
     def _translate(self, exc: Exception, write: bool) -> Exception:
@@ -305,12 +316,25 @@ class RedisBacked:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=record)
         try:
-            return await self._run(name, tuple(keys), tuple(args), deadline)
+            reply = await self._run(name, tuple(keys), tuple(args), deadline)
         except ResponseError as exc:
             if type(exc) is not ResponseError or _denied(str(exc)):  # the server's refusal
                 raise
             async with asyncio.timeout_at(deadline):
                 raise await self._diagnose(exc, name, keys) from exc
+        return self._confirmed(reply) if record else getattr(reply, "reply", reply)
+
+    def _confirmed(self, reply: Any) -> Any:
+        """A write's reply; NotReplicated if the write applied but the wait for `replicas`
+        (or `fsync`) fell short. A listing's cleanup (`record=False`) promises nothing."""
+        if not isinstance(reply, Unconfirmed):
+            return reply
+        if reply.applied:
+            raise self.errors.unreplicated(
+                f"the write is applied on the primary but not confirmed: {reply.why}; it needs "
+                "no retry (a retry is a new write: pass an idempotency_key to make it safe)"
+            )
+        return reply.reply
 
     async def _command(self, *command: Any) -> Any:
         """One command that is a whole write (atomic and idempotent as it is), pipelined with
@@ -320,10 +344,11 @@ class RedisBacked:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=True)
         try:
-            return await self._run.command(command, deadline)
+            reply = await self._run.command(command, deadline)
         except ResponseError as exc:
             self._raise_for(str(command[1]), [exc])
             raise
+        return self._confirmed(reply)
 
     async def _diagnose(self, exc: ResponseError, name: str, keys: Sequence[str]) -> Exception:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -356,6 +381,20 @@ class RedisBacked:
         if it is still gone (an id re-created meanwhile stays listed)."""
         keys = (record, *(key for key, _ in indexes))
         await self._script("forget", keys, [member for _, member in indexes], record=False)
+
+
+def _durability(
+    check: Checks, replicas: int, replica_timeout: float, fsync: bool, timeout: float
+) -> Durability:
+    """The store's wait after each write: `replicas` replicas, and its disk with `fsync`,
+    within `replica_timeout` seconds (less than the call's `timeout`)."""
+    replicas = check.integer(replicas, "replicas", 0, 1000)
+    wait = check.seconds(replica_timeout, "replica_timeout")
+    if not isinstance(fsync, bool):
+        raise check.invalid(f"fsync must be True or False, got {fsync!r}")
+    if (replicas or fsync) and wait >= timeout:
+        raise check.invalid(f"replica_timeout={wait:g} must be less than timeout={timeout:g}")
+    return Durability(replicas, max(1, round(wait * 1000)), fsync)
 
 
 def pairs(reply: Any) -> list[tuple[Any, Any]]:

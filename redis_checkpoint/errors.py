@@ -13,6 +13,7 @@ PersistenceError
 ├── StoreUnavailable (Unavailable, ConnectionError)  unreachable, or no reply in time
 ├── PermissionDenied (Denied)               wrong credentials, or an ACL refused a command
 ├── StoreClosed (Closed)                    the store was closed
+├── NotReplicated (Unreplicated)            applied, but not confirmed by `replicas` in time
 └── CorruptRecord (Corrupt)                 data in Redis that this store did not write
 
 A server's other refusals (out of memory, a script error) raise `PersistenceError` itself.
@@ -20,7 +21,16 @@ A server's other refusals (out of memory, a script error) raise `PersistenceErro
 
 from __future__ import annotations
 
-from .failures import BadArgument, Closed, Corrupt, Denied, ErrorTree, Misconfigured, Unavailable
+from .failures import (
+    BadArgument,
+    Closed,
+    Corrupt,
+    Denied,
+    ErrorTree,
+    Misconfigured,
+    Unavailable,
+    Unreplicated,
+)
 
 
 class PersistenceError(Exception):
@@ -94,6 +104,11 @@ class CorruptRecord(PersistenceError, Corrupt):
     """A key holds data this store did not write (wrong type, undecodable bytes)."""
 
 
+class NotReplicated(PersistenceError, Unreplicated):
+    """The write is applied on the primary, but fewer replicas than `replicas` (or, with
+    `fsync`, not the disks) confirmed it within `replica_timeout`."""
+
+
 TREE = ErrorTree(
     invalid=InvalidInput,
     unavailable=StoreUnavailable,
@@ -101,6 +116,7 @@ TREE = ErrorTree(
     closed=StoreClosed,
     corrupt=CorruptRecord,
     mismatch=ConfigMismatch,
+    unreplicated=NotReplicated,
     refused=PersistenceError,
     base=PersistenceError,
 )

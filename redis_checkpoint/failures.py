@@ -12,6 +12,7 @@ contract's class, and a caller can also catch the neutral base (or the builtin b
     closed       Closed                        StoreClosed              StoreClosed
     corrupt      Corrupt                       CorruptRecord            CorruptRecord
     mismatch     Misconfigured                 ConfigMismatch           ConfigMismatch
+    unreplicated Unreplicated                  NotReplicated            NotReplicated
     refused      (the tree's own base)         PersistenceError         BackendError
 """
 
@@ -54,6 +55,12 @@ class Misconfigured(Exception):
     """The prefix was set up with another shard count; opening it would misplace keys."""
 
 
+class Unreplicated(Exception):
+    """A write applied on the primary that fewer replicas (or disks, with `fsync`) than the
+    store asks for confirmed in time. It is not lost there, so it needs no blind retry (a
+    retry is a new call: pass an idempotency key to make it safe)."""
+
+
 @dataclass(frozen=True)
 class ErrorTree:
     """One contract's class for each kind of failure, and validators raising its `invalid`."""
@@ -64,6 +71,7 @@ class ErrorTree:
     closed: type[Closed]
     corrupt: type[Corrupt]
     mismatch: type[Misconfigured]
+    unreplicated: type[Unreplicated]
     refused: type[Exception]
     base: type[Exception]
     check: Checks = field(init=False)

@@ -66,6 +66,9 @@ class Options(TypedDict, total=False):
     max_batch_bytes: int
     idempotency_window: float
     timeout: float
+    replicas: int
+    replica_timeout: float
+    fsync: bool
 
 
 class _Changed(Exception):
@@ -85,6 +88,12 @@ class RedisPersistenceStore(RedisBacked):
         max_batch_bytes: the largest encoded `append_many` batch accepted.
         idempotency_window: seconds an `idempotency_key` is remembered.
         timeout: seconds one call may take, all retries included.
+        replicas: after each write, wait (WAIT, in the same round trip) for this many
+            replicas to confirm it; fewer within `replica_timeout` raise NotReplicated
+            (the write is applied on the primary). 0: no wait.
+        replica_timeout: seconds that wait may take (less than `timeout`).
+        fsync: also wait for the primary's AOF to reach its disk (WAITAOF: Redis 7.2+ or
+            Valkey, with appendonly yes), and the replicas' with `replicas`.
     """
 
     errors = TREE
@@ -102,6 +111,9 @@ class RedisPersistenceStore(RedisBacked):
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: float = DEFAULT_TIMEOUT,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+        fsync: bool = False,
         owns_client: bool = False,
     ) -> None:
         check = TREE.check
@@ -115,7 +127,14 @@ class RedisPersistenceStore(RedisBacked):
             "KEY_WINDOW_MS": check.ttl_ms(idempotency_window, "idempotency_window"),
         }
         super().__init__(
-            redis, prefix=prefix, shards=shards, timeout=timeout, owns_client=owns_client
+            redis,
+            prefix=prefix,
+            shards=shards,
+            timeout=timeout,
+            owns_client=owns_client,
+            replicas=replicas,
+            replica_timeout=replica_timeout,
+            fsync=fsync,
         )
 
     @classmethod

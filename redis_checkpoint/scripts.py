@@ -80,6 +80,48 @@ class NotSent(ConnectionError):
     """A queued call that never left: it was not applied."""
 
 
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """The reply of a write sent with `WAIT`/`WAITAOF`, which confirmed less than asked.
+    `applied` is False for a call the script rejected (a status other than OK or
+    DUPLICATE), which wrote nothing to confirm."""
+
+    reply: Any
+    why: str
+
+    @property
+    def applied(self) -> bool:
+        reply = self.reply
+        return not (isinstance(reply, list) and reply and reply[0] not in _APPLIED)
+
+
+_APPLIED = (0, 6)  # Reply.OK, Reply.DUPLICATE
+
+
+class Durability:
+    """What a store waits for after each send, on the same connection, in the same round
+    trip: `replicas` replicas (WAIT), and with `fsync` the primary's disk too (WAITAOF)."""
+
+    def __init__(self, replicas: int, timeout_ms: int, fsync: bool) -> None:
+        self.replicas, self.fsync = replicas, fsync
+        command = ("WAITAOF", 1, replicas, timeout_ms) if fsync else ("WAIT", replicas, timeout_ms)
+        self.command = pack(command) if replicas or fsync else None
+
+    def shortfall(self, reply: Any) -> str | None:
+        """What `reply` (to the wait command) leaves unconfirmed, or None."""
+        if isinstance(reply, Exception):
+            hint = " (fsync=True needs WAITAOF: Redis 7.2+ or Valkey, appendonly yes)"
+            return f"the server refused {'WAITAOF' if self.fsync else 'WAIT'}: {reply}" + (
+                hint if self.fsync else ""
+            )
+        local, replicas = (reply[0], reply[1]) if self.fsync else (1, reply)
+        if local < 1:
+            return "the primary did not confirm its fsync in time"
+        if replicas < self.replicas:
+            return f"{replicas} of the {self.replicas} replicas asked for confirmed it in time"
+        return None
+
+
 def _bulk(value: Any) -> bytes:
     """One RESP bulk string: bytes as they are, text as UTF-8, integers in decimal."""
     if type(value) is not bytes:
@@ -143,9 +185,16 @@ class ScriptRunner:
     """
 
     def __init__(
-        self, client: Redis, names: tuple[str, ...], constants: Mapping[str, int] | None = None
+        self,
+        client: Redis,
+        names: tuple[str, ...],
+        constants: Mapping[str, int] | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self._pool = client.connection_pool
+        command = durability.command if durability is not None else None
+        self._durability = durability if command else None
+        self._wait: list[bytes] = [command] if command else []
         self._scripts = {name: Script(name, source(name, constants)) for name in names}
         self._queue: deque[_Call] = deque()
         self._busy = False  # a single call or a pipeline is under way
@@ -233,6 +282,13 @@ class ScriptRunner:
         for call, reply in zip(batch, replies, strict=True):
             _settle(call, reply)
 
+    def _confirmed(self, replies: list[Any], waited: Any) -> list[Any]:
+        """The replies, each of a write that the wait left short marked `Unconfirmed`."""
+        why = None if self._durability is None else self._durability.shortfall(waited)
+        if why is None:
+            return replies
+        return [r if isinstance(r, Exception) else Unconfirmed(r, why) for r in replies]
+
     async def _send(self, calls: list[_Call]) -> list[Any]:
         """Each call's reply (or the server's error), in one round trip, plus one per
         reload of scripts the server lost, on a connection borrowed for the send."""
@@ -243,13 +299,15 @@ class ScriptRunner:
         try:
             for call in calls:
                 call.sent = True
-            replies = await _round(connection, [call.packed for call in calls])
+            replies = await _round(connection, [*(call.packed for call in calls), *self._wait])
+            waited = replies.pop() if self._wait else None
             for _ in range(RELOADS):
                 lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                 if not lost:
                     break
-                await _reload(connection, calls, lost, replies)
-            return replies
+                reloaded = await _reload(connection, calls, lost, replies, self._wait)
+                waited = reloaded if self._wait else None
+            return self._confirmed(replies, waited)
         finally:
             if self._closed:
                 await connection.disconnect()
@@ -265,20 +323,26 @@ async def _round(connection: AbstractConnection, commands: list[bytes]) -> list[
 
 
 async def _reload(
-    connection: AbstractConnection, calls: list[_Call], lost: list[int], replies: list[Any]
-) -> None:
-    """Load the scripts of the `lost` calls (NOSCRIPT) and send those calls again, in one
-    round trip; their new replies go into `replies`. A round that fails for good fails
-    those calls alone: the others have their replies."""
+    connection: AbstractConnection,
+    calls: list[_Call],
+    lost: list[int],
+    replies: list[Any],
+    wait: list[bytes],
+) -> Any:
+    """Load the scripts of the `lost` calls (NOSCRIPT) and send those calls again, then
+    `wait`, in one round trip; their new replies go into `replies`, the wait's is returned.
+    A round that fails for good fails those calls alone: the others have their replies."""
     scripts = {script for i in lost if (script := calls[i].script) is not None}
     loads = [pack(("SCRIPT", "LOAD", script.text)) for script in scripts]
     try:
-        again = await _round(connection, [*loads, *(calls[i].packed for i in lost)])
+        again = await _round(connection, [*loads, *(calls[i].packed for i in lost), *wait])
     except Exception as exc:
-        again = [exc] * (len(loads) + len(lost))
+        again = [exc] * (len(loads) + len(lost) + len(wait))
+    waited = again.pop() if wait else None
     failed = next((r for r in again[: len(loads)] if isinstance(r, Exception)), None)
     for i, reply in zip(lost, again[len(loads) :], strict=True):
         replies[i] = failed or reply  # a refused SCRIPT LOAD says why
+    return waited
 
 
 async def _exchange(connection: AbstractConnection, commands: list[bytes]) -> list[Any]:

@@ -25,11 +25,11 @@ from redis_checkpoint.events import InMemoryEventStore, RedisEventStore
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _start(name: str, binary: str | None) -> ServerProcess:
+def _start(name: str, binary: str | None, args: tuple[str, ...] = ()) -> ServerProcess:
     try:
         if binary is None:
             raise RuntimeError(f"no {name} binary found")
-        return ServerProcess(binary).start()
+        return ServerProcess(binary, args=args).start()
     except RuntimeError as exc:
         if IN_CI:
             pytest.fail(f"{name} backend could not start under CI=true: {exc}", pytrace=False)
@@ -48,6 +48,12 @@ def valkey_server() -> Iterator[ServerProcess]:
     server = _start("valkey-server", valkey_binary())
     yield server
     server.close()
+
+
+def start_server(name: str, *args: str) -> ServerProcess:
+    """A real `name` server ("redis-server" or "valkey-server") with configuration `args`;
+    under CI=true one that cannot start fails the test."""
+    return _start(name, redis_binary() if name == "redis-server" else valkey_binary(), args)
 
 
 def fresh_prefix() -> str:

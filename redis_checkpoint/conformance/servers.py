@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -40,20 +41,22 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A redis-server or valkey-server child process on 127.0.0.1."""
+    """A redis-server or valkey-server child process on 127.0.0.1; `args` are more
+    configuration options (later ones win), e.g. `["--replicaof", "127.0.0.1", "6380"]`."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="rc-server-")
         self.socket = str(Path(self._dir.name, "redis.sock"))  # also listens here
         self._proc: subprocess.Popen[bytes] | None = None
+        self._args = list(args)
 
     def start(self, timeout: float = 10.0) -> Self:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
         args += ["no", "--dir", self._dir.name, "--logfile", "server.log"]
-        args += ["--unixsocket", self.socket]
+        args += ["--unixsocket", self.socket, *self._args]
         self._proc = subprocess.Popen([self.binary, *args], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self._answers_ping():
@@ -81,6 +84,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """End the server at once (SIGKILL), as a crash would: nothing is flushed."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
         self._proc = None
 
     def pause(self) -> None:

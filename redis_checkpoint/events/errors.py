@@ -8,7 +8,8 @@ StoreError
 │   ├── StoreUnavailableError (Unavailable, ConnectionError)   unreachable, or no reply in time
 │   ├── PermissionDenied (Denied)          wrong credentials, or an ACL refused a command
 │   ├── CorruptRecord (Corrupt)            a key of the wrong type, entries the store did not write
-│   └── ConfigMismatch (Misconfigured)     a store opened with another shard count
+│   ├── ConfigMismatch (Misconfigured)     a store opened with another shard count
+│   └── NotReplicated (Unreplicated)       applied, but not confirmed by `replicas` in time
 ├── SerializationError    stored data that does not decode (events, ids, timestamps)
 ├── InvalidArgument (BadArgument, ValueError)   an argument the store cannot take; nothing written
 └── StoreClosed (Closed)  the store was closed
@@ -18,7 +19,16 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from ..failures import BadArgument, Closed, Corrupt, Denied, ErrorTree, Misconfigured, Unavailable
+from ..failures import (
+    BadArgument,
+    Closed,
+    Corrupt,
+    Denied,
+    ErrorTree,
+    Misconfigured,
+    Unavailable,
+    Unreplicated,
+)
 
 
 class StoreError(Exception):
@@ -74,6 +84,11 @@ class ConfigMismatch(BackendError, Misconfigured):
     """The prefix was set up with another shard count; opening it would misplace keys."""
 
 
+class NotReplicated(BackendError, Unreplicated):
+    """The append is applied on the primary, but fewer replicas than `replicas` (or, with
+    `fsync`, not the disks) confirmed it within `replica_timeout`."""
+
+
 class SerializationError(StoreError):
     """Encoding or decoding across the store boundary failed."""
 
@@ -93,6 +108,7 @@ TREE = ErrorTree(
     closed=StoreClosed,
     corrupt=CorruptRecord,
     mismatch=ConfigMismatch,
+    unreplicated=NotReplicated,
     refused=BackendError,
     base=StoreError,
 )

@@ -24,6 +24,9 @@ class Options(TypedDict, total=False):
     shards: int
     completed_ttl: float | None
     timeout: float
+    replicas: int
+    replica_timeout: float
+    fsync: bool
 
 
 class RedisEventStore(Histories, Timers, Packages, Visibility):
@@ -36,6 +39,8 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
         completed_ttl: seconds a workflow's keys live once its status is terminal; an
             append that reopens it removes the expiry. None keeps workflows forever.
         timeout: seconds one call may take, all retries included.
+        replicas, replica_timeout, fsync: wait for replicas (and disks) to confirm each
+            write, as `RedisPersistenceStore` does; NotReplicated if they fall short.
     """
 
     errors = TREE
@@ -49,11 +54,21 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
         shards: int = 64,
         completed_ttl: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+        fsync: bool = False,
         owns_client: bool = False,
     ) -> None:
         self.constants = {"COMPLETED_TTL_MS": TREE.check.ttl_ms(completed_ttl, "completed_ttl")}
         super().__init__(
-            redis, prefix=prefix, shards=shards, timeout=timeout, owns_client=owns_client
+            redis,
+            prefix=prefix,
+            shards=shards,
+            timeout=timeout,
+            owns_client=owns_client,
+            replicas=replicas,
+            replica_timeout=replica_timeout,
+            fsync=fsync,
         )
 
     @classmethod
