@@ -240,3 +240,22 @@ async def promoted_back(pair: Pair) -> None:
     await survivor.replicaof("127.0.0.1", pair.primary.port)
     await survivor.aclose()
     await pair.linked()
+
+
+async def test_a_user_who_may_not_wait_gets_not_replicated_naming_the_command(pair: Pair) -> None:
+    await pair.linked()
+    prefix = fresh_prefix()
+    admin = Redis.from_url(pair.primary.url)
+    rules = [f"~{{{prefix}:*", f"~{prefix}:config", "+@all", "-wait"]
+    await admin.acl_setuser("nowait", enabled=True, passwords=["+pw"], reset=True)
+    await admin.execute_command("ACL", "SETUSER", "nowait", *rules)  # type: ignore[no-untyped-call]
+    options = {"username": "nowait", "password": "pw"}
+    store = RedisPersistenceStore.from_url(
+        pair.primary.url, prefix=prefix, replicas=1, client_options=options
+    )
+    with pytest.raises(Unreplicated, match="wait"):
+        await store.append(envelope(step=0))
+    trace = await store.load("trace-1")
+    assert trace is not None and len(trace.events) == 1  # applied, as the error says
+    await store.aclose()
+    await admin.aclose()
