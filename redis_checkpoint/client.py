@@ -36,7 +36,8 @@ from redis.exceptions import (
 from .checks import Checks
 from .connection import DEFAULT_TIMEOUT, connect
 from .failures import OUTCOME_UNKNOWN, ErrorTree
-from .keys import config_key, key_types
+from .keys import config_key, key_types, shard_keys
+from .report import server_report
 from .scripts import Durability, NotSent, ScriptRunner, Unconfirmed
 
 P = ParamSpec("P")
@@ -125,6 +126,7 @@ class RedisBacked:
 
     errors: ErrorTree
     scripts: tuple[str, ...]
+    index: str  # the shard index of its records (`check()` counts it)
     constants: dict[str, int]  # the store's settings, baked into its scripts' text
 
     def __init__(
@@ -205,6 +207,26 @@ class RedisBacked:
             if isinstance(exc, self.errors.base):
                 raise
             raise self._translate(exc, write) from exc
+
+    @reading
+    async def check(self) -> dict[str, Any]:
+        """A report on the server and the store: the server's name, version, role,
+        connected replicas and AOF, the store's settings, its records indexed, and
+        `warnings` (a list of sentences) about what the server cannot keep."""
+        await self._configure(write=False)
+        report = await server_report(self.redis, self._durability)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in shard_keys(self.prefix, self.shards, self.index):
+                pipe.zcard(key)
+            counts = await pipe.execute()
+        settings = {name.lower(): value for name, value in self.constants.items()}
+        return {
+            **report,
+            "prefix": self.prefix,
+            "shards": self.shards,
+            f"{self.index}_indexed": sum(counts),
+            **settings,
+        }
 
     @contextmanager
     def decoding(self, key: str) -> Iterator[None]:

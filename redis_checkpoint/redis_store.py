@@ -34,7 +34,7 @@ from .errors import (
     TraceCompleted,
     TraceNotFound,
 )
-from .keys import TraceKeys, shard_keys
+from .keys import TraceKeys
 from .listing import iter_index
 from .models import (
     U64_MAX,
@@ -98,6 +98,7 @@ class RedisPersistenceStore(RedisBacked):
 
     errors = TREE
     scripts = ("append", "resume", "complete", "save_intervention", "delete", "forget")
+    index = "traces"
 
     def __init__(
         self,
@@ -425,28 +426,6 @@ class RedisPersistenceStore(RedisBacked):
             except CorruptRecord as exc:
                 log.warning("listing skips trace %r: %s", k.trace_id, exc)
         return summaries
-
-    @reading
-    async def check(self) -> dict[str, Any]:
-        """A report on the server and the store: version, shards, indexed trace count."""
-        await self._configure(write=False)
-        if type(self.redis).__module__.startswith("fakeredis"):
-            info: dict[str, Any] = {"server_name": "fakeredis", "redis_version": "in-process"}
-        else:
-            info = await self.redis.info("server")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in shard_keys(self.prefix, self.shards, "traces"):
-                pipe.zcard(key)
-            counts = await pipe.execute()
-        return {
-            "server": str(info.get("server_name") or "redis"),
-            "version": str(info.get("valkey_version") or info.get("redis_version", "?")),
-            "prefix": self.prefix,
-            "shards": self.shards,
-            "traces_indexed": sum(counts),
-            "ttl_ms": self._ttl,
-            "completed_ttl_ms": self._completed_ttl,
-        }
 
 
 async def _take(items: AsyncIterator[bytes], count: int) -> AsyncIterator[bytes]:

@@ -481,3 +481,19 @@ async def test_a_connection_lost_while_scripts_reload_is_retried(
         await k.write(store, 0, 2)
     assert dropped and await k.written(store, 0) == [1, 2]
     await store.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_check_reports_the_server_and_warns_of_what_it_cannot_keep(
+    real_server: ServerProcess, kind: str
+) -> None:
+    k = KINDS[kind]
+    store = k.store_class.from_url(real_server.url, prefix=fresh_prefix(), replicas=2)
+    report = await store.check()
+    assert report["server"] in ("redis", "valkey") and report["role"] == "master"
+    assert report["replicas"] == 2 and report["replicas_connected"] == 0
+    assert report[f"{k.store_class.index}_indexed"] == 0 and report["shards"] == 64
+    assert report["appendonly"] is False
+    warned = " | ".join(report["warnings"])
+    assert "replicas=2, but 0 replicas are connected" in warned and "appendonly is off" in warned
+    await store.aclose()

@@ -259,3 +259,16 @@ async def test_a_user_who_may_not_wait_gets_not_replicated_naming_the_command(pa
     assert trace is not None and len(trace.events) == 1  # applied, as the error says
     await store.aclose()
     await admin.aclose()
+
+
+async def test_check_reports_the_replicas_and_a_replica_taking_writes(pair: Pair) -> None:
+    await pair.linked()
+    prefix = fresh_prefix()
+    for store in (trace_store(pair.primary, prefix, replicas=1), event_store(pair.replica, prefix)):
+        report = await store.check()
+        await store.aclose()
+        warned = " | ".join(report["warnings"])
+        if report["role"] == "master":
+            assert report["replicas_connected"] == 1 and "replicas=" not in warned
+        else:
+            assert report["role"] == "slave" and "writes fail" in warned

@@ -45,6 +45,7 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
 
     errors = TREE
     scripts = ("append_events", "retire_timer", "put_package", "delete_package", "forget")
+    index = "workflows"
 
     def __init__(
         self,

@@ -1,0 +1,47 @@
+"""What `check()` tells about the server a store runs on, and what it warns of: a setting
+that the server cannot keep (more replicas asked for than it has, fsync without an AOF), a
+replica taking writes, persistence off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .scripts import Durability
+
+
+async def server_report(redis: Redis, durability: Durability) -> dict[str, Any]:
+    """The server's name, version, role, connected replicas and AOF state, and warnings."""
+    if type(redis).__module__.startswith("fakeredis"):
+        info: dict[str, Any] = {"server_name": "fakeredis", "redis_version": "in-process"}
+    else:
+        info = await redis.info("server", "replication", "persistence")
+    report = {
+        "server": str(info.get("server_name") or "redis"),
+        "version": str(info.get("valkey_version") or info.get("redis_version", "?")),
+        "role": str(info.get("role", "master")),
+        "replicas_connected": int(info.get("connected_slaves", 0)),
+        "appendonly": bool(info.get("aof_enabled", 0)),
+        "replicas": durability.replicas,
+        "fsync": durability.fsync,
+    }
+    report["warnings"] = warnings(report, persistent="aof_enabled" in info)
+    return report
+
+
+def warnings(report: dict[str, Any], persistent: bool) -> list[str]:
+    """What in `report` a user of the store should hear about."""
+    found = []
+    if report["role"] != "master":
+        found.append(f"the server is a {report['role']}: writes fail (READONLY)")
+    if report["replicas"] > report["replicas_connected"]:
+        found.append(
+            f"replicas={report['replicas']}, but {report['replicas_connected']} replicas are "
+            "connected: writes raise NotReplicated"
+        )
+    if report["fsync"] and not report["appendonly"]:
+        found.append("fsync=True, but appendonly is off: writes raise NotReplicated")
+    elif persistent and not report["appendonly"]:
+        found.append("appendonly is off: a restart loses what the last snapshot does not hold")
+    return found
