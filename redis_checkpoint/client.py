@@ -148,7 +148,9 @@ class RedisBacked:
         self.prefix = check.prefix(prefix)
         self.shards = check.integer(shards, "shards", 1, 16384)
         self.timeout = check.seconds(timeout, "timeout")
-        self._durability = _durability(check, replicas, replica_timeout, fsync, self.timeout)
+        self._durability = _durability(
+            check, replicas, replica_timeout, fsync, self.timeout, config_key(self.prefix)
+        )
         self.redis = redis
         self._owns_client = owns_client
         self._closed = False
@@ -338,7 +340,7 @@ class RedisBacked:
             async with asyncio.timeout_at(deadline):
                 await self._configure(write=record)
         try:
-            reply = await self._run(name, tuple(keys), tuple(args), deadline)
+            reply = await self._run(name, tuple(keys), tuple(args), deadline, record)
         except ResponseError as exc:
             if type(exc) is not ResponseError or _denied(str(exc)):  # the server's refusal
                 raise
@@ -406,7 +408,7 @@ class RedisBacked:
 
 
 def _durability(
-    check: Checks, replicas: int, replica_timeout: float, fsync: bool, timeout: float
+    check: Checks, replicas: int, replica_timeout: float, fsync: bool, timeout: float, mark: str
 ) -> Durability:
     """The store's wait after each write: `replicas` replicas, and its disk with `fsync`,
     within `replica_timeout` seconds (less than the call's `timeout`)."""
@@ -416,7 +418,7 @@ def _durability(
         raise check.invalid(f"fsync must be True or False, got {fsync!r}")
     if (replicas or fsync) and wait >= timeout:
         raise check.invalid(f"replica_timeout={wait:g} must be less than timeout={timeout:g}")
-    return Durability(replicas, max(1, round(wait * 1000)), fsync)
+    return Durability(replicas, max(1, round(wait * 1000)), fsync, mark)
 
 
 def pairs(reply: Any) -> list[tuple[Any, Any]]:

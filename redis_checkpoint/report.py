@@ -40,8 +40,20 @@ def warnings(report: dict[str, Any], persistent: bool) -> list[str]:
             f"replicas={report['replicas']}, but {report['replicas_connected']} replicas are "
             "connected: writes raise NotReplicated"
         )
+    if report["fsync"] and not _has_waitaof(report):
+        found.append(f"fsync=True, but {report['server']} {report['version']} has no WAITAOF")
     if report["fsync"] and not report["appendonly"]:
         found.append("fsync=True, but appendonly is off: writes raise NotReplicated")
     elif persistent and not report["appendonly"]:
         found.append("appendonly is off: a restart loses what the last snapshot does not hold")
     return found
+
+
+def _has_waitaof(report: dict[str, Any]) -> bool:
+    """WAITAOF came with Redis 7.2 (and every Valkey)."""
+    if report["server"] != "redis":
+        return True
+    major, minor, *_ = (
+        int(part) if part.isdigit() else 0 for part in f"{report['version']}.0.0".split(".")
+    )
+    return (major, minor) >= (7, 2)

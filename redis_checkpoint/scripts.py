@@ -83,16 +83,20 @@ class NotSent(ConnectionError):
 @dataclass(frozen=True, slots=True)
 class Unconfirmed:
     """The reply of a write sent with `WAIT`/`WAITAOF`, which confirmed less than asked.
-    `applied` is False for a call the script rejected (a status other than OK or
-    DUPLICATE), which wrote nothing to confirm."""
+    `applied` is False for a script call that wrote nothing to confirm: one it rejected (a
+    status other than OK or DUPLICATE), or one that found nothing to do (a reply of 0)."""
 
     reply: Any
     why: str
+    script: bool
 
     @property
     def applied(self) -> bool:
         reply = self.reply
-        return not (isinstance(reply, list) and reply and reply[0] not in _APPLIED)
+        if not self.script:
+            return True
+        rejected = isinstance(reply, list) and reply and reply[0] not in _APPLIED
+        return not (rejected or reply == 0)
 
 
 _APPLIED = (0, 6)  # Reply.OK, Reply.DUPLICATE
@@ -100,15 +104,26 @@ _APPLIED = (0, 6)  # Reply.OK, Reply.DUPLICATE
 
 class Durability:
     """What a store waits for after each send, on the same connection, in the same round
-    trip: `replicas` replicas (WAIT), and with `fsync` the primary's disk too (WAITAOF)."""
+    trip: `replicas` replicas (WAIT), and with `fsync` the primary's disk too (WAITAOF).
 
-    def __init__(self, replicas: int, timeout_ms: int, fsync: bool) -> None:
+    A wait covers what the server applied before the connection's own last write, so
+    each waited send ends with a write of its own (a counter in `mark`, the prefix's
+    config hash) before the wait: without it, a send whose calls wrote nothing new (copies
+    of calls applied on a connection since lost, found DUPLICATE; a repeated idempotent
+    command) was confirmed at once, although what they repeat had not reached a replica.
+    """
+
+    def __init__(self, replicas: int, timeout_ms: int, fsync: bool, mark: str) -> None:
         self.replicas, self.fsync = replicas, fsync
-        command = ("WAITAOF", 1, replicas, timeout_ms) if fsync else ("WAIT", replicas, timeout_ms)
-        self.command = pack(command) if replicas or fsync else None
+        wait = ("WAITAOF", 1, replicas, timeout_ms) if fsync else ("WAIT", replicas, timeout_ms)
+        on = bool(replicas or fsync)
+        self.commands = [pack(("HINCRBY", mark, "waits", 1)), pack(wait)] if on else []
 
-    def shortfall(self, reply: Any) -> str | None:
-        """What `reply` (to the wait command) leaves unconfirmed, or None."""
+    def shortfall(self, replies: list[Any]) -> str | None:
+        """What the replies to `commands` leave unconfirmed, or None."""
+        marked, reply = replies
+        if isinstance(marked, Exception):
+            return f"the store's own write before the wait was refused: {marked}"
         if isinstance(reply, Exception):
             hint = " (fsync=True needs WAITAOF: Redis 7.2+ or Valkey, appendonly yes)"
             return f"the server refused {'WAITAOF' if self.fsync else 'WAIT'}: {reply}" + (
@@ -172,6 +187,7 @@ class _Call:
     script: Script | None  # reloaded and sent again on NOSCRIPT
     future: asyncio.Future[Any] | None  # None for a call sent at once by its caller
     deadline: float
+    confirm: bool  # the caller waits for replicas (`Durability`), if the store asks
     sent: bool = False  # it got a connection and left: its outcome may be unknown
 
 
@@ -192,9 +208,8 @@ class ScriptRunner:
         durability: Durability | None = None,
     ) -> None:
         self._pool = client.connection_pool
-        command = durability.command if durability is not None else None
-        self._durability = durability if command else None
-        self._wait: list[bytes] = [command] if command else []
+        self._wait: list[bytes] = durability.commands if durability is not None else []
+        self._durability = durability if self._wait else None
         self._scripts = {name: Script(name, source(name, constants)) for name in names}
         self._queue: deque[_Call] = deque()
         self._busy = False  # a single call or a pipeline is under way
@@ -202,24 +217,32 @@ class ScriptRunner:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def __call__(
-        self, name: str, keys: tuple[Any, ...], args: tuple[Any, ...], deadline: float
+        self,
+        name: str,
+        keys: tuple[Any, ...],
+        args: tuple[Any, ...],
+        deadline: float,
+        confirm: bool = True,
     ) -> Any:
         """Run script `name`; returns its reply or raises the server's error, or TimeoutError
-        (NotSent if it never left) once `deadline` passes."""
+        (NotSent if it never left) once `deadline` passes. `confirm=False`: the call needs
+        no wait for replicas (a listing's cleanup), and alone does not make its send wait."""
         script = self._scripts[name]
-        return await self._submit(script.call(keys, args), script, deadline)
+        return await self._submit(script.call(keys, args), script, deadline, confirm)
 
     async def command(self, command: tuple[Any, ...], deadline: float) -> Any:
         """Run one plain command (a write that is atomic alone), pipelined like scripts."""
         return await self._submit(pack(command), None, deadline)
 
-    async def _submit(self, packed: bytes, script: Script | None, deadline: float) -> Any:
+    async def _submit(
+        self, packed: bytes, script: Script | None, deadline: float, confirm: bool = True
+    ) -> Any:
         loop = asyncio.get_running_loop()
         if not self._busy:
             if deadline <= loop.time():  # it spent its time before it could leave
                 raise NotSent("its deadline passed before it was sent")
             self._busy = True
-            call = _Call(packed, script, None, deadline)
+            call = _Call(packed, script, None, deadline, confirm)
             try:
                 async with asyncio.timeout_at(deadline):
                     [reply] = await self._send([call])
@@ -233,7 +256,7 @@ class ScriptRunner:
                 raise reply
             return reply
         future = loop.create_future()
-        call = _Call(packed, script, future, deadline)
+        call = _Call(packed, script, future, deadline, confirm)
         self._queue.append(call)
         try:
             return await future
@@ -282,12 +305,17 @@ class ScriptRunner:
         for call, reply in zip(batch, replies, strict=True):
             _settle(call, reply)
 
-    def _confirmed(self, replies: list[Any], waited: Any) -> list[Any]:
+    def _confirmed(self, calls: list[_Call], replies: list[Any], waited: Any) -> list[Any]:
         """The replies, each of a write that the wait left short marked `Unconfirmed`."""
-        why = None if self._durability is None else self._durability.shortfall(waited)
+        if self._durability is None or not waited:
+            return replies
+        why = self._durability.shortfall(waited)
         if why is None:
             return replies
-        return [r if isinstance(r, Exception) else Unconfirmed(r, why) for r in replies]
+        return [
+            r if isinstance(r, Exception) else Unconfirmed(r, why, call.script is not None)
+            for call, r in zip(calls, replies, strict=True)
+        ]
 
     async def _send(self, calls: list[_Call]) -> list[Any]:
         """Each call's reply (or the server's error), in one round trip, plus one per
@@ -299,19 +327,26 @@ class ScriptRunner:
         try:
             for call in calls:
                 call.sent = True
-            replies = await _round(connection, [*(call.packed for call in calls), *self._wait])
-            waited = replies.pop() if self._wait else None
+            wait = self._wait if any(call.confirm for call in calls) else []
+            replies = await _round(connection, [*(call.packed for call in calls), *wait])
+            waited = _split(replies, len(wait))
             for _ in range(RELOADS):
                 lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                 if not lost:
                     break
-                reloaded = await _reload(connection, calls, lost, replies, self._wait)
-                waited = reloaded if self._wait else None
-            return self._confirmed(replies, waited)
+                waited = await _reload(connection, calls, lost, replies, wait) or waited
+            return self._confirmed(calls, replies, waited)
         finally:
             if self._closed:
                 await connection.disconnect()
             await self._pool.release(connection)
+
+
+def _split(replies: list[Any], count: int) -> list[Any]:
+    """Take the last `count` replies off `replies` (the wait's), and return them."""
+    tail = replies[len(replies) - count :]
+    del replies[len(replies) - count :]
+    return tail
 
 
 async def _round(connection: AbstractConnection, commands: list[bytes]) -> list[Any]:
@@ -328,7 +363,7 @@ async def _reload(
     lost: list[int],
     replies: list[Any],
     wait: list[bytes],
-) -> Any:
+) -> list[Any]:
     """Load the scripts of the `lost` calls (NOSCRIPT) and send those calls again, then
     `wait`, in one round trip; their new replies go into `replies`, the wait's is returned.
     A round that fails for good fails those calls alone: the others have their replies."""
@@ -338,7 +373,7 @@ async def _reload(
         again = await _round(connection, [*loads, *(calls[i].packed for i in lost), *wait])
     except Exception as exc:
         again = [exc] * (len(loads) + len(lost) + len(wait))
-    waited = again.pop() if wait else None
+    waited = _split(again, len(wait))
     failed = next((r for r in again[: len(loads)] if isinstance(r, Exception)), None)
     for i, reply in zip(lost, again[len(loads) :], strict=True):
         replies[i] = failed or reply  # a refused SCRIPT LOAD says why

@@ -146,6 +146,8 @@ async def test_fsync_waits_for_the_disk_where_the_server_can(pair: Pair) -> None
     # WAITAOF, Valkey refuses it without AOF. Either way the first write says so.
     with pytest.raises(Unreplicated, match="WAITAOF"):
         await store.append(envelope(step=0))
+    warned = " | ".join((await store.check())["warnings"])  # and check() says why
+    assert ("has no WAITAOF" if pair.name == "redis-server" else "appendonly is off") in warned
     await store.aclose()
     if pair.name == "valkey-server":
         aof = start_server("valkey-server", "--appendonly", "yes", "--appendfsync", "always")
@@ -272,3 +274,55 @@ async def test_check_reports_the_replicas_and_a_replica_taking_writes(pair: Pair
             assert report["replicas_connected"] == 1 and "replicas=" not in warned
         else:
             assert report["role"] == "slave" and "writes fail" in warned
+
+
+async def test_a_wait_cut_short_by_a_lost_connection_confirms_nothing(pair: Pair) -> None:
+    """The replica stalls; a write is applied and its wait is under way when the store's
+    connection is killed. redis-py sends it again on a new connection, where it is a
+    copy (DUPLICATE) that writes nothing: a wait there alone would confirm at once what the
+    replica never got (it did on Valkey). The store writes before each wait, so it is
+    NotReplicated; so is a retry of the caller's with the same idempotency key."""
+    await pair.linked()
+    prefix = fresh_prefix()
+    store = trace_store(pair.primary, prefix, replicas=1, replica_timeout=1.0, timeout=5)
+    admin = Redis.from_url(pair.primary.url)
+    await store.append(envelope(step=0))
+    pair.replica.pause()
+    try:
+        for i in range(12):  # a backlog beyond the socket buffers: it waits in the primary
+            await admin.set(f"{prefix}:backlog:{i}", b"x" * 2_000_000)
+        write = asyncio.create_task(store.append(envelope(step=1), idempotency_key="k1"))
+        await asyncio.sleep(0.3)  # applied; its wait is under way
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(Unreplicated):
+            await write
+        with pytest.raises(Unreplicated):  # the caller's own retry, a copy too
+            await store.append(envelope(step=1), idempotency_key="k1")
+    finally:
+        pair.replica.resume()
+    trace = await store.load("trace-1")
+    assert trace is not None and [e.step for e in trace.events] == [0, 1]  # applied once
+    await admin.delete(*(f"{prefix}:backlog:{i}" for i in range(12)))
+    await admin.aclose()
+    await store.aclose()
+
+
+async def test_a_listing_does_not_wait_for_replicas(pair: Pair) -> None:
+    """Expired records a listing drops from the indexes are its own cleanup: it does not
+    wait for replicas, even with the replica stalled."""
+    await pair.linked()
+    prefix = fresh_prefix()
+    store = trace_store(pair.primary, prefix, replicas=1, replica_timeout=0.5, timeout=2)
+    admin = Redis.from_url(pair.primary.url)
+    for n in range(8):
+        await store.append(envelope(f"gone-{n}", step=0))
+        await admin.delete(*store.keys(f"gone-{n}").own)  # as if their TTL ran out
+    pair.replica.pause()
+    try:
+        start = time.monotonic()
+        assert [s async for s in store.iter_traces()] == []
+        assert time.monotonic() - start < 0.5  # not a wait of 0.5 s per dropped entry
+    finally:
+        pair.replica.resume()
+    await admin.aclose()
+    await store.aclose()
