@@ -327,7 +327,7 @@ class ScriptRunner:
         try:
             for call in calls:
                 call.sent = True
-            wait = self._wait if any(call.confirm for call in calls) else []
+            wait = self._wait if self._wait and any(call.confirm for call in calls) else []
             replies = await _round(connection, [*(call.packed for call in calls), *wait])
             waited = _split(replies, len(wait))
             for _ in range(RELOADS):
