@@ -23,7 +23,7 @@ one script can touch a trace's keys and its shard's indexes in one Redis Cluster
     {rc:pkg}:deployed   hash    '["<type>","<hash>"]' -> deployed_at (µs)
     {rc:pkg}:routes     hash    workflow type -> content hash
     {rc:vis}:rows       hash    workflow id -> VisibilityRecord JSON
-    rc:config           hash    shards = the deployment's shard count; waits = bumped before each WAIT
+    rc:config           hash    shards = the deployment's shard count; waits (before a WAIT)
 
 Ids are percent-escaped (`%`, `{`, `}`, `:`), so no id can close the hash tag or reach into
 another trace's keys.
