@@ -38,7 +38,8 @@ from .connection import DEFAULT_TIMEOUT, connect
 from .failures import OUTCOME_UNKNOWN, ErrorTree
 from .keys import config_key, key_types, shard_keys
 from .report import server_report
-from .scripts import Durability, NotSent, ScriptRunner, Unconfirmed
+from .runner import NotSent, Runner
+from .scripts import Durability, Unconfirmed
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,8 +88,8 @@ def writing(method: Method[S, P, R]) -> Method[S, P, R]:
     return _operation(method, write=True)
 
 
-# The deadline of the write under way in this task, from the call's start: encoding a large
-# batch counts too. The script runner keeps it (`_write`, `_command`).
+# The deadline of the call under way in this task, from its start: encoding a large batch
+# counts too. The runner keeps it (`_write`, `_command`, `_commands`).
 _deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 
 
@@ -97,19 +98,19 @@ def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
         # `deadline`, inlined: this wraps every call, and a generator-based context manager
         # (or a timer per write) was a measurable share of a write's client time.
         self._enter()
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        started = _deadline.set(deadline)
         try:
             if write:
-                started = _deadline.set(asyncio.get_running_loop().time() + self.timeout)
-                try:
-                    return await method(self, *args, **kwargs)
-                finally:
-                    _deadline.reset(started)
-            async with asyncio.timeout(self.timeout):
+                return await method(self, *args, **kwargs)
+            async with asyncio.timeout_at(deadline):
                 return await method(self, *args, **kwargs)
         except Exception as exc:
             if isinstance(exc, self.errors.base):
                 raise
             raise self._translate(exc, write) from exc
+        finally:
+            _deadline.reset(started)
 
     functools.update_wrapper(bounded, method)
     return bounded
@@ -142,22 +143,19 @@ class RedisBacked:
         fsync: bool = False,
     ) -> None:
         check = self.errors.check
-        pool = getattr(redis, "connection_pool", None)
-        if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
+        if redis.get_connection_kwargs().get("decode_responses"):  # type: ignore[no-untyped-call]
             raise self.errors.invalid("the client must return bytes: decode_responses=False")
         self.prefix = check.prefix(prefix)
         self.shards = check.integer(shards, "shards", 1, 16384)
         self.timeout = check.seconds(timeout, "timeout")
-        self._durability = _durability(
-            check, replicas, replica_timeout, fsync, self.timeout, config_key(self.prefix)
-        )
+        self._durability = _durability(check, replicas, replica_timeout, fsync, self.timeout)
         self.redis = redis
         self._owns_client = owns_client
         self._closed = False
         self._recorded = False  # the shard count is recorded (and matches)
         self._configuring = asyncio.Lock()  # many first calls at once check the record once
         self._new_producer()
-        self._run = ScriptRunner(redis, self.scripts, self.constants, self._durability)
+        self._run = Runner(redis, self.scripts, self.constants, self._durability)
 
     def _new_producer(self) -> None:
         """Retry dedup: this store's calls are numbered under a random producer id."""
@@ -202,13 +200,17 @@ class RedisBacked:
         """One call (or one page of an iterator): refused once closed, bounded by `timeout`,
         redis-py's errors mapped. Store methods get it from `reading`/`writing`."""
         self._enter()
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        started = _deadline.set(deadline)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(deadline):
                 yield
         except Exception as exc:
             if isinstance(exc, self.errors.base):
                 raise
             raise self._translate(exc, write) from exc
+        finally:
+            _deadline.reset(started)
 
     @reading
     async def check(self) -> dict[str, Any]:
@@ -217,10 +219,8 @@ class RedisBacked:
         `warnings` (a list of sentences) about what the server cannot keep."""
         await self._configure(write=False)
         report = await server_report(self.redis, self._durability)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in shard_keys(self.prefix, self.shards, self.index):
-                pipe.zcard(key)
-            counts = await pipe.execute()
+        keys = shard_keys(self.prefix, self.shards, self.index)
+        counts = await self._commands([("ZCARD", key) for key in keys])
         settings = {name.lower(): value for name, value in self.constants.items()}
         return {
             **report,
@@ -250,8 +250,8 @@ class RedisBacked:
             raise self.errors.closed(f"the store on prefix {self.prefix!r} is closed")
         if self._forks != _forks:
             self._new_producer()
-            self._run = ScriptRunner(self.redis, self.scripts, self.constants, self._durability)
-            self.redis.connection_pool.reset()  # type: ignore[no-untyped-call]
+            self._run.forked()
+            self._run = Runner(self.redis, self.scripts, self.constants, self._durability)
 
     def _translate(self, exc: Exception, write: bool) -> Exception:
         """The store's exception for one that is not of its tree (the one map of them):
@@ -284,11 +284,10 @@ class RedisBacked:
             if self._recorded:
                 return
             key = config_key(self.prefix)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if write:
-                    pipe.hsetnx(key, "shards", self.shards)
-                pipe.hget(key, "shards")
-                replies = await pipe.execute(raise_on_error=False)
+            commands = [("HSETNX", key, "shards", self.shards)] if write else []
+            replies = await self._run.read(
+                [*commands, ("HGET", key, "shards")], self._call_deadline()
+            )
             self._raise_for(key, replies)
             recorded = replies[-1]
             if recorded is None:
@@ -375,10 +374,9 @@ class RedisBacked:
         return self._confirmed(reply)
 
     async def _diagnose(self, exc: ResponseError, name: str, keys: Sequence[str]) -> Exception:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.type(key)
-            found_types = await pipe.execute()
+        found_types = await self._run.read([("TYPE", key) for key in keys], self._call_deadline())
+        for key, found in zip(keys, found_types, strict=True):
+            self._raise_for(key, [found])  # TYPE refused: the diagnosis cannot be made
         for key, found, expected in zip(keys, found_types, key_types(name, len(keys)), strict=True):
             if found not in (b"none", expected.encode()):
                 return self.errors.corrupt(key, f"expected a {expected}, found a {found.decode()}")
@@ -387,15 +385,10 @@ class RedisBacked:
         return self.errors.refused(f"Redis refused the call: {exc}")
 
     async def _commands(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run commands in one round trip (reads, or a write that is one command: atomic and
-        idempotent as it is); their raw replies (a bytes command name skips redis-py's reply
-        callbacks). A wrong-typed key is corrupt data, naming it. Writers record the shard
-        count first (`_configure(write=True)`)."""
+        """Run reads in one round trip per server; their raw replies. A wrong-typed key is
+        corrupt data, naming it."""
         await self._configure(write=False)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name, *args in commands:
-                pipe.execute_command(name.encode(), *args)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await self._run.read(commands, self._call_deadline())
         for command, reply in zip(commands, replies, strict=True):
             self._raise_for(str(command[1]) if len(command) > 1 else "", [reply])
         return replies
@@ -408,7 +401,7 @@ class RedisBacked:
 
 
 def _durability(
-    check: Checks, replicas: int, replica_timeout: float, fsync: bool, timeout: float, mark: str
+    check: Checks, replicas: int, replica_timeout: float, fsync: bool, timeout: float
 ) -> Durability:
     """The store's wait after each write: `replicas` replicas, and its disk with `fsync`,
     within `replica_timeout` seconds (less than the call's `timeout`)."""
@@ -418,7 +411,7 @@ def _durability(
         raise check.invalid(f"fsync must be True or False, got {fsync!r}")
     if (replicas or fsync) and wait >= timeout:
         raise check.invalid(f"replica_timeout={wait:g} must be less than timeout={timeout:g}")
-    return Durability(replicas, max(1, round(wait * 1000)), fsync, mark)
+    return Durability(replicas, max(1, round(wait * 1000)), fsync)
 
 
 def pairs(reply: Any) -> list[tuple[Any, Any]]:

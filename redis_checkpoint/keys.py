@@ -23,7 +23,8 @@ one script can touch a trace's keys and its shard's indexes in one Redis Cluster
     {rc:pkg}:deployed   hash    '["<type>","<hash>"]' -> deployed_at (µs)
     {rc:pkg}:routes     hash    workflow type -> content hash
     {rc:vis}:rows       hash    workflow id -> VisibilityRecord JSON
-    rc:config           hash    shards = the deployment's shard count; waits (before a WAIT)
+    {rc:17}:waits       string  a counter bumped before each wait for replicas (`replicas`)
+    rc:config           hash    shards = the deployment's shard count
 
 Ids are percent-escaped (`%`, `{`, `}`, `:`), so no id can close the hash tag or reach into
 another trace's keys.
@@ -146,6 +147,13 @@ def shard_keys(prefix: str, shards: int, index: str) -> list[str]:
 
 def config_key(prefix: str) -> str:
     return f"{prefix}:config"
+
+
+def wait_key(key: str) -> str:
+    """The counter a store bumps before each wait for replicas (`scripts.Durability`), in
+    the hash tag, so the cluster slot, of `key`."""
+    end = key.find("}")
+    return f"{key[: end + 1] if key.startswith('{') and end > 1 else key}:waits"
 
 
 _TRACE_TYPES = ("stream", "hash", "list", "zset", "zset", "zset")  # TraceKeys.script

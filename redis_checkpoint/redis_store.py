@@ -256,12 +256,12 @@ class RedisPersistenceStore(RedisBacked):
         self, keys: TraceKeys
     ) -> tuple[dict[bytes, bytes], list[bytes], Any] | None:
         await self._configure(write=False)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(keys.meta, META_FIELDS)  # not the producers' dedup fields
-            pipe.lrange(keys.interventions, 0, -1)
-            # A bytes command name skips redis-py's per-entry dicts: raw [id, [field, value]].
-            pipe.execute_command(b"XRANGE", keys.stream, "-", "+", "COUNT", PAGE)
-            replies = await pipe.execute(raise_on_error=False)
+        commands = [
+            ("HMGET", keys.meta, *META_FIELDS),  # not the producers' dedup fields
+            ("LRANGE", keys.interventions, 0, -1),
+            ("XRANGE", keys.stream, "-", "+", "COUNT", PAGE),
+        ]
+        replies = await self._run.atomic(commands, self._call_deadline())
         for key, reply in zip((keys.meta, keys.interventions, keys.stream), replies, strict=True):
             self._raise_for(key, [reply])
         values, items, first = replies
@@ -279,12 +279,12 @@ class RedisPersistenceStore(RedisBacked):
             done = int(page[-1][0].split(b"-")[1]) if page else count
             if done >= count or len(page) < PAGE:
                 return
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hget(keys.meta, "created")
-                pipe.execute_command(
-                    b"XRANGE", keys.stream, f"0-{done + 1}", f"0-{count}", "COUNT", PAGE
-                )
-                created, page = await pipe.execute()
+            commands = [
+                ("HGET", keys.meta, "created"),
+                ("XRANGE", keys.stream, f"0-{done + 1}", f"0-{count}", "COUNT", PAGE),
+            ]
+            created, page = await self._run.atomic(commands, self._call_deadline())
+            self._raise_for(keys.stream, [created, page])
             if created != meta.get(b"created"):
                 raise _Changed
 
@@ -410,10 +410,7 @@ class RedisPersistenceStore(RedisBacked):
         for k in keys:
             fields = ("circuit", "version", "n", "resumed", "completion", "updated")
             commands += [("HMGET", k.meta, *fields), ("LLEN", k.interventions)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name, *args in commands:
-                pipe.execute_command(name, *args)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await self._run.read(commands, self._call_deadline())
         summaries = []
         for k, meta, n_interventions in zip(keys, replies[::2], replies[1::2], strict=True):
             try:

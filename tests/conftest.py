@@ -74,6 +74,9 @@ def record_script_calls(store: Any) -> list[tuple[str, tuple[str, ...]]]:
             calls.append((str(command[0]), (command[1],)))
             return await run.command(command, deadline)
 
+        def __getattr__(self, name: str) -> Any:  # reads
+            return getattr(run, name)
+
     store._run = Recording()
     return calls
 

@@ -38,6 +38,7 @@ from redis_checkpoint.events import (
 )
 from redis_checkpoint.events import StoreClosed as EventStoreClosed
 from redis_checkpoint.failures import BadArgument, Closed, Corrupt, Misconfigured, Unavailable
+from redis_checkpoint.runner import _Lane
 
 from .conftest import client, fresh_prefix
 from .proxy import CuttingProxy
@@ -211,7 +212,7 @@ async def test_calls_that_get_no_connection_fail_as_not_sent() -> None:
     await store.append(envelope(step=0))  # the shard count is recorded
     await asyncio.sleep(0)  # the idle runner gives its connection back
     refused = ConnectionError("connection refused")
-    with mock.patch.object(store._run._pool, "get_connection", side_effect=refused):
+    with mock.patch.object(store.redis.connection_pool, "get_connection", side_effect=refused):
         results = await asyncio.wait_for(  # a hang guard: queued calls must all be settled
             asyncio.gather(
                 *(store.append(envelope(step=s)) for s in range(1, 6)), return_exceptions=True
@@ -232,7 +233,7 @@ async def test_a_pipeline_lost_in_flight_says_its_outcome_is_unknown() -> None:
     async def lost(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("connection reset")
 
-    with mock.patch("redis_checkpoint.scripts._exchange", side_effect=lost):
+    with mock.patch("redis_checkpoint.runner._exchange", side_effect=lost):
         results = await asyncio.gather(
             *(store.append(envelope(step=s)) for s in range(1, 4)), return_exceptions=True
         )
@@ -344,7 +345,8 @@ def test_a_child_forked_while_a_call_was_in_flight_writes(
     k = KINDS[kind]
     prefix = fresh_prefix()
     store = k.store_class(Redis.from_url(real_server.url), prefix=prefix, timeout=2)
-    store._run._busy = True  # as if a call were under way when the process forked
+    store._run._lanes[""] = busy = _Lane()
+    busy.busy = True  # as if a call were under way when the process forked
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -462,22 +464,22 @@ async def test_a_connection_lost_while_scripts_reload_is_retried(
     client's retry sends that round again, and the write is applied once."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    import redis_checkpoint.scripts as scripts
+    import redis_checkpoint.runner as runner
 
     k = KINDS[kind]
     store = k.store_class.from_url(real_server.url, prefix=fresh_prefix(), timeout=5)
     await k.write(store, 0, 1)
-    real, dropped = scripts._exchange, list[list[bytes]]()
+    real, dropped = runner._exchange, list[list[bytes]]()
 
-    async def exchange(connection: Any, commands: list[bytes]) -> list[Any]:
+    async def exchange(connection: Any, commands: list[bytes], count: int) -> list[Any]:
         if not dropped and any(b"SCRIPT" in command[:32] for command in commands):
             dropped.append(commands)
             await connection.disconnect()
             raise RedisConnectionError("connection reset while loading scripts")
-        return await real(connection, commands)
+        return await real(connection, commands, count)
 
     await store.redis.script_flush()
-    with mock.patch.object(scripts, "_exchange", exchange):
+    with mock.patch.object(runner, "_exchange", exchange):
         await k.write(store, 0, 2)
     assert dropped and await k.written(store, 0) == [1, 2]
     await store.aclose()
