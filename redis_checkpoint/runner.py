@@ -434,6 +434,11 @@ class Runner:
             if not lost:
                 break
             waited = await _reload(connection, calls, lost, outcomes, wait) or waited
+        if any(
+            call.count > 1 and isinstance(o[-1], Exception)
+            for call, o in zip(calls, outcomes, strict=True)
+        ):
+            await connection.disconnect()  # a refused EXEC may leave it inside the MULTI
         if self._target.detours:
             outcomes = [_detour(outcome) for outcome in outcomes]
         return self._confirmed(calls, outcomes, waited)
