@@ -21,20 +21,21 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     ClusterDownError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TryAgainError,
 )
 
 from .checks import Checks
-from .connection import DEFAULT_TIMEOUT, connect
+from .connection import DEFAULT_TIMEOUT, close, connect
 from .failures import OUTCOME_UNKNOWN, ErrorTree
 from .keys import config_key, key_types, shard_keys
 from .report import server_report
@@ -132,7 +133,7 @@ class RedisBacked:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str,
         shards: int,
@@ -143,7 +144,7 @@ class RedisBacked:
         fsync: bool = False,
     ) -> None:
         check = self.errors.check
-        if redis.get_connection_kwargs().get("decode_responses"):  # type: ignore[no-untyped-call]
+        if redis.get_connection_kwargs().get("decode_responses"):
             raise self.errors.invalid("the client must return bytes: decode_responses=False")
         self.prefix = check.prefix(prefix)
         self.shards = check.integer(shards, "shards", 1, 16384)
@@ -191,7 +192,7 @@ class RedisBacked:
         if self._owns_client:
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self.redis.aclose()
+                    await close(self.redis)
             except (TimeoutError, RedisError, OSError):
                 pass  # closing must not fail: the sockets are dropped either way
 
@@ -257,6 +258,8 @@ class RedisBacked:
         """The store's exception for one that is not of its tree (the one map of them):
         redis-py's errors, timeouts, and anything else (a bug), wrapped in the tree's base
         class with the original as its cause."""
+        if isinstance(exc, RedisClusterException):  # no slot map yet, or a slot not covered
+            return self._unavailable(f"the cluster cannot take the call now: {exc}", write)
         if not isinstance(exc, RedisError | OSError):
             return self.errors.base(f"unexpected {type(exc).__name__}: {exc}")
         if isinstance(exc, NotSent):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError
 
@@ -65,15 +67,18 @@ def client_defaults(timeout: float) -> dict[str, Any]:
 
 def connect(
     url: str, errors: ErrorTree, timeout: float, options: Mapping[str, Any] | None = None
-) -> Redis:
-    """A client for `redis://`, `rediss://`, `unix://` or `fakeredis://` (in-process).
+) -> Redis | RedisCluster:
+    """A client for `redis://`, `rediss://`, `unix://`, `redis+cluster://` (a Redis
+    Cluster), `redis+sentinel://` (the primary a Sentinel names), their `rediss+` forms, or
+    `fakeredis://` (in-process).
 
     Each `fakeredis://` URL opens a new, empty in-process server. `options` (redis-py's
     keywords) override the defaults. A malformed URL raises `errors.invalid`.
     """
     if not isinstance(url, str) or not isinstance(options, Mapping | None):
         raise errors.invalid(f"expected a URL string and a mapping of options, got {url!r:.80}")
-    if url.startswith("fakeredis://"):
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "fakeredis":
         try:
             import fakeredis
         except ImportError:
@@ -82,11 +87,16 @@ def connect(
             ) from None
         client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return client
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if scheme not in _SCHEMES:
         raise errors.invalid(
-            f"unsupported URL {redact(url)}: use redis://, rediss://, unix:// or fakeredis://"
+            f"unsupported URL {redact(url)}: use {', '.join(_SCHEMES)}:// or fakeredis://"
         )
+    settings = {**client_defaults(timeout), **(options or {})}
     try:
+        if scheme.endswith("+cluster"):
+            return _cluster(url, settings)
+        if scheme.endswith("+sentinel"):
+            return _sentinel(url, settings)
         parts = urlsplit(url)  # raises on a malformed IPv6 host
         _ = parts.port  # raises on a port that is not a number in 0..65535
         # redis-py quietly takes db 0 for `/abc`; unix:// paths are files.
@@ -94,10 +104,94 @@ def connect(
             raise ValueError(f"the path must be a database number such as /0, not {parts.path!r}")
         # Calls beyond the pool's connections wait for one (within their deadline) instead
         # of failing with "Too many connections".
-        settings = {**client_defaults(timeout), "timeout": None, **(options or {})}
-        return Redis.from_pool(BlockingConnectionPool.from_url(url, **settings))
+        return Redis.from_pool(
+            BlockingConnectionPool.from_url(url, **{"timeout": None, **settings})
+        )
     except ValueError as exc:
         raise errors.invalid(f"invalid URL {redact(url)}: {exc}") from None
+
+
+_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+
+
+class _Servers(NamedTuple):
+    """What a URL of several servers holds: `scheme://[user:password@]host:port,.../path`."""
+
+    addresses: list[tuple[str, int]]
+    credentials: dict[str, Any]  # username, password, ssl
+    path: list[str]  # the path's parts
+
+    @classmethod
+    def parse(cls, url: str) -> _Servers:
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            raise ValueError("options go in client_options, not in the URL")
+        user_info, _, hosts = parts.netloc.rpartition("@")
+        addresses = []
+        for host in hosts.split(","):
+            node = urlsplit(f"//{host}")
+            if not node.hostname:
+                raise ValueError(f"expected host:port, not {host!r}")
+            addresses.append((node.hostname, node.port or 6379))
+        credentials: dict[str, Any] = {"ssl": parts.scheme.startswith("rediss")}
+        if user_info:
+            user, _, password = user_info.partition(":")
+            credentials["username"] = unquote(user) or None
+            credentials["password"] = unquote(password) or None
+        return cls(addresses, credentials, [p for p in parts.path.split("/") if p])
+
+
+def _cluster(url: str, settings: dict[str, Any]) -> RedisCluster:
+    """A Redis Cluster client; the first node that answers tells it the rest. Its own
+    commands (asking the cluster for its slots) get a socket timeout: a stalled node must
+    not hold up the refresh every call waits on."""
+    servers = _Servers.parse(url)
+    if servers.path not in ([], ["0"]):
+        raise ValueError("a cluster has database 0 only")
+    nodes = [ClusterNode(host, port) for host, port in servers.addresses]
+    timeouts = {"socket_timeout": settings["socket_connect_timeout"]}
+    return RedisCluster(startup_nodes=nodes, **{**timeouts, **servers.credentials, **settings})
+
+
+def _sentinel(url: str, settings: dict[str, Any]) -> Redis:
+    """A client of the primary that the Sentinels at the URL name for its service, asked
+    again on each new connection (so after a failover). The URL's credentials are the
+    primary's; the Sentinels get `sentinel_kwargs` from the options, if any."""
+    servers = _Servers.parse(url)
+    if len(servers.path) not in (1, 2) or not re.fullmatch(r"[0-9]*", "".join(servers.path[1:])):
+        raise ValueError("the path must be /service_name or /service_name/db")
+    service, db = servers.path[0], int(servers.path[1]) if len(servers.path) == 2 else 0
+    asked = settings.pop("sentinel_kwargs", None) or {}
+    bound = {"socket_connect_timeout": settings["socket_connect_timeout"]}
+    sentinel_kwargs = {
+        **bound,
+        "socket_timeout": bound["socket_connect_timeout"],
+        "ssl": servers.credentials["ssl"],
+        **asked,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        servers.addresses,
+        sentinel_kwargs=sentinel_kwargs,
+        **{**servers.credentials, "db": db, **settings},
+    )
+    client: Redis = sentinel.master_for(service)
+    return client
+
+
+async def close(client: Redis | RedisCluster) -> None:
+    """Close `client`, and the Sentinel clients behind it, if any."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
 
 
 # The password of a URL in some text: from the `:` after the user name to the last `@` of the

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from operator import attrgetter
 from typing import Any, Self, TypedDict, Unpack
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from .client import RedisBacked, reading, writing
 from .codec import (
@@ -102,7 +102,7 @@ class RedisPersistenceStore(RedisBacked):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = "rc",
         shards: int = 64,

@@ -6,17 +6,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from .scripts import Durability
 
 
-async def server_report(redis: Redis, durability: Durability) -> dict[str, Any]:
-    """The server's name, version, role, connected replicas and AOF state, and warnings."""
+async def server_report(redis: Redis | RedisCluster, durability: Durability) -> dict[str, Any]:
+    """The server's name, version, role, connected replicas and AOF state, and warnings; for
+    a cluster, the same of every primary under `primaries` (the top level then holds the
+    least of them: the fewest replicas, AOF only if all have it) and the cluster's state."""
     if type(redis).__module__.startswith("fakeredis"):
         info: dict[str, Any] = {"server_name": "fakeredis", "redis_version": "in-process"}
-    else:
-        info = await redis.info("server", "replication", "persistence")
+        return _report(info, durability)
+    if not isinstance(redis, RedisCluster):
+        return _report(await redis.info("server", "replication", "persistence"), durability)
+    sections = ("server", "replication", "persistence", "cluster")
+    infos = await redis.info(*sections, target_nodes=RedisCluster.PRIMARIES)
+    states: Any = await redis.cluster_info(target_nodes=RedisCluster.PRIMARIES)  # by node
+    primaries = [
+        {"node": name, **_report(info, durability), "cluster_state": states[name]["cluster_state"]}
+        for name, info in sorted(infos.items())
+    ]
+    first = primaries[0]
+    report = {
+        **{key: first[key] for key in ("server", "version", "replicas", "fsync")},
+        "role": "master" if all(p["role"] == "master" for p in primaries) else "mixed",
+        "replicas_connected": min(p["replicas_connected"] for p in primaries),
+        "appendonly": all(p["appendonly"] for p in primaries),
+        "cluster_state": "ok" if all(p["cluster_state"] == "ok" for p in primaries) else "fail",
+        "primaries": primaries,
+    }
+    found = [f"{p['node']}: {warning}" for p in primaries for warning in p.pop("warnings")]
+    if report["cluster_state"] != "ok":
+        found.insert(0, "the cluster's state is not ok: calls to its failed slots fail")
+    report["warnings"] = found
+    return report
+
+
+def _report(info: dict[str, Any], durability: Durability) -> dict[str, Any]:
     report = {
         "server": str(info.get("server_name") or "redis"),
         "version": str(info.get("valkey_version") or info.get("redis_version", "?")),

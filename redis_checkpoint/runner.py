@@ -44,6 +44,7 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     SlotNotCoveredError,
@@ -113,7 +114,13 @@ class _Server:
         return ""
 
     async def borrow(self, lane: str) -> AbstractConnection:
-        connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        except ResponseError:
+            # redis-py's handshake sends CLIENT SETINFO unread; a health check due meanwhile
+            # (health_check_interval shorter than the handshake) reads its error as the
+            # PING's. The pool reconnects a connection it finds with data left: once more.
+            connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         return connection
 
     async def give_back(self, lane: str, connection: AbstractConnection) -> None:
@@ -179,7 +186,7 @@ class _Cluster:
             await self._refresh()
 
     async def _refresh(self) -> None:
-        with contextlib.suppress(RedisError, OSError):  # none answered: the next try says so
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):  # the next try says
             await self.nodes.initialize()
 
     def forked(self) -> None:
@@ -242,8 +249,8 @@ class Runner:
         """Each command's raw reply (or the server's error), each sent to its key's server;
         all in one round trip per server."""
         calls = [_Call(pack(c), 1, None, _key(c), deadline, False) for c in commands]
-        if len(calls) == 1:
-            return [await self._submit(calls[0])]
+        if len(calls) < 2:
+            return [await self._submit(call) for call in calls]
         return await self._submit_all(calls)
 
     async def atomic(self, commands: Sequence[tuple[Any, ...]], deadline: float) -> list[Any]:
@@ -280,7 +287,7 @@ class Runner:
 
     async def _submit_all(self, calls: list[_Call]) -> list[Any]:
         """The outcomes of several calls, queued at once: one round trip per server."""
-        await self._target.ready()
+        await self._ready(calls[0].deadline)
         lanes = set()
         for call in calls:
             try:
@@ -308,6 +315,18 @@ class Runner:
             raise
         return outcomes
 
+    async def _ready(self, deadline: float) -> None:
+        """A cluster's client knows the slots (it asks on first use, and after a failure)."""
+        if not self._target.detours:
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._target.ready()
+        except TimeoutError:
+            raise NotSent("no node of the cluster told its slots in time") from None
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise NotSent(f"no node of the cluster told its slots: {exc}") from exc
+
     async def _recover(self, call: _Call, error: Exception, attempt: int) -> None:
         try:
             async with asyncio.timeout_at(call.deadline):
@@ -319,7 +338,7 @@ class Runner:
 
     async def _once(self, call: _Call) -> Any:
         """One try: sent at once if its server's lane is idle, else queued behind."""
-        await self._target.ready()
+        await self._ready(call.deadline)
         try:
             name = self._target.lane(call)
         except SlotNotCoveredError as exc:

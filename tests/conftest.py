@@ -9,31 +9,54 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import fakeredis
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from redis_checkpoint import InMemoryPersistenceStore, RedisPersistenceStore
 from redis_checkpoint.conformance import StoreFactory
 from redis_checkpoint.conformance.events import EventStoreFactory
-from redis_checkpoint.conformance.servers import ServerProcess, redis_binary, valkey_binary
-from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults
+from redis_checkpoint.conformance.servers import (
+    ClusterProcess,
+    SentinelSet,
+    ServerProcess,
+    redis_binary,
+    valkey_binary,
+)
+from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults, close, connect
+from redis_checkpoint.errors import TREE
 from redis_checkpoint.events import InMemoryEventStore, RedisEventStore
 
+R = TypeVar("R")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _start(name: str, binary: str | None, args: tuple[str, ...] = ()) -> ServerProcess:
+def _unavailable(name: str, why: object) -> NoReturn:
+    if IN_CI:
+        pytest.fail(f"{name} could not start under CI=true: {why}", pytrace=False)
+    pytest.skip(f"{name} unavailable: {why}")
+
+
+def _binary(name: str) -> str:
+    binary = redis_binary() if name == "redis-server" else valkey_binary()
+    if binary is None:
+        _unavailable(name, "no binary found")
+    return binary
+
+
+def _started(name: str, start: Callable[[], R]) -> R:
     try:
-        if binary is None:
-            raise RuntimeError(f"no {name} binary found")
-        return ServerProcess(binary, args=args).start()
+        return start()
     except RuntimeError as exc:
-        if IN_CI:
-            pytest.fail(f"{name} backend could not start under CI=true: {exc}", pytrace=False)
-        pytest.skip(f"{name} backend unavailable: {exc}")
+        _unavailable(name, exc)
+
+
+def _start(name: str, binary: str | None, args: tuple[str, ...] = ()) -> ServerProcess:
+    if binary is None:
+        _unavailable(name, "no binary found")
+    return _started(name, ServerProcess(binary, args=args).start)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +71,30 @@ def valkey_server() -> Iterator[ServerProcess]:
     server = _start("valkey-server", valkey_binary())
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterProcess]:
+    """A Redis Cluster of 3 primaries and 3 replicas, for this session (and worker)."""
+    cluster = ClusterProcess(_binary("redis-server"))
+    yield _started("a redis-server cluster", cluster.start)
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ClusterProcess]:
+    """A Valkey cluster of 3 primaries and 3 replicas, for this session (and worker)."""
+    cluster = ClusterProcess(_binary("valkey-server"))
+    yield _started("a valkey-server cluster", cluster.start)
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSet]:
+    """A primary, its replica and a Sentinel watching them, for this session (and worker)."""
+    sentinels = SentinelSet(_binary("redis-server"))
+    yield _started("a Sentinel set", sentinels.start)
+    sentinels.close()
 
 
 def start_server(name: str, *args: str) -> ServerProcess:
@@ -81,17 +128,28 @@ def record_script_calls(store: Any) -> list[tuple[str, tuple[str, ...]]]:
     return calls
 
 
-def client(request: pytest.FixtureRequest, backend: str) -> Redis:
-    """A client of `backend` ("fakeredis", "redis" or "valkey", the latter two real servers
-    this session started)."""
+def client(request: pytest.FixtureRequest, backend: str) -> Redis | RedisCluster:
+    """A client of `backend` (one of BACKENDS but memory): all but fakeredis are real
+    servers this session started, reached by their URL as `from_url` would."""
     if backend == "fakeredis":
         fake: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return fake
-    server: ServerProcess = request.getfixturevalue(f"{backend}_server")
-    return Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT))
+    if backend in ("redis", "valkey"):
+        server: ServerProcess = request.getfixturevalue(f"{backend}_server")
+        return Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT))
+    servers = request.getfixturevalue(backend.replace("-", "_"))
+    return connect(servers.url, TREE, DEFAULT_TIMEOUT)
 
 
-BACKENDS = ["memory", "fakeredis", "redis", "valkey"]
+BACKENDS = [
+    "memory",
+    "fakeredis",
+    "redis",
+    "valkey",
+    "redis-cluster",
+    "valkey-cluster",
+    "redis-sentinel",
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -112,7 +170,7 @@ async def checkpoint_stores(request: pytest.FixtureRequest) -> AsyncIterator[Sto
         return RedisPersistenceStore(redis, prefix=prefix, **options)
 
     yield make
-    await redis.aclose()
+    await close(redis)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -132,7 +190,7 @@ async def event_stores(request: pytest.FixtureRequest) -> AsyncIterator[EventSto
         return RedisEventStore(redis, prefix=prefix)
 
     yield make
-    await redis.aclose()
+    await close(redis)
 
 
 REAL_SERVERS = ["redis_server", "valkey_server"]

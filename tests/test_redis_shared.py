@@ -73,7 +73,7 @@ KINDS = {
 
 
 @pytest.fixture(params=["fakeredis", "redis", "valkey"])
-async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     r = client(request, request.param)
     yield r
     await r.aclose()
@@ -212,7 +212,8 @@ async def test_calls_that_get_no_connection_fail_as_not_sent() -> None:
     await store.append(envelope(step=0))  # the shard count is recorded
     await asyncio.sleep(0)  # the idle runner gives its connection back
     refused = ConnectionError("connection refused")
-    with mock.patch.object(store.redis.connection_pool, "get_connection", side_effect=refused):
+    pool = store.redis.connection_pool  # type: ignore[union-attr]
+    with mock.patch.object(pool, "get_connection", side_effect=refused):
         results = await asyncio.wait_for(  # a hang guard: queued calls must all be settled
             asyncio.gather(
                 *(store.append(envelope(step=s)) for s in range(1, 6)), return_exceptions=True

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self, TypedDict, Unpack
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from ..connection import DEFAULT_TIMEOUT
 from .errors import TREE
@@ -49,7 +49,7 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = "rc",
         shards: int = 64,
