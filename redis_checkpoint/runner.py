@@ -114,13 +114,7 @@ class _Server:
         return ""
 
     async def borrow(self, lane: str) -> AbstractConnection:
-        try:
-            connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
-        except ResponseError:
-            # redis-py's handshake sends CLIENT SETINFO unread; a health check due meanwhile
-            # (health_check_interval shorter than the handshake) reads its error as the
-            # PING's. The pool reconnects a connection it finds with data left: once more.
-            connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         return connection
 
     async def give_back(self, lane: str, connection: AbstractConnection) -> None:

@@ -29,8 +29,7 @@ from redis_checkpoint.conformance.aion import (
     started,
     wid,
 )
-from redis_checkpoint.conformance.servers import ServerProcess
-from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults
+from redis_checkpoint.connection import close
 from redis_checkpoint.events import (
     BackendError,
     CorruptRecord,
@@ -46,18 +45,15 @@ from redis_checkpoint.events import (
 from redis_checkpoint.events.stored import encode_event
 from redis_checkpoint.scripts import Reply
 
+from . import conftest
 from .conftest import fresh_prefix, record_script_calls
 
 
-@pytest.fixture(params=["fakeredis", "redis_server", "valkey_server"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
-    if request.param == "fakeredis":
-        redis: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    else:
-        server: ServerProcess = request.getfixturevalue(request.param)
-        redis = Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT))
+@pytest.fixture(params=["fakeredis", "redis", "valkey", "redis-cluster", "valkey-cluster"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    redis = conftest.client(request, request.param)
     yield redis
-    await redis.aclose()
+    await close(redis)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from redis_checkpoint import (
 from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.aion import TOKEN, T, act, started, wid
 from redis_checkpoint.conformance.servers import ServerProcess
+from redis_checkpoint.connection import close
 from redis_checkpoint.events import ConfigMismatch as EventConfigMismatch
 from redis_checkpoint.events import CorruptRecord as EventCorruptRecord
 from redis_checkpoint.events import (
@@ -72,11 +73,11 @@ KINDS = {
 }
 
 
-@pytest.fixture(params=["fakeredis", "redis", "valkey"])
+@pytest.fixture(params=["fakeredis", "redis", "valkey", "redis-cluster", "valkey-cluster"])
 async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     r = client(request, request.param)
     yield r
-    await r.aclose()
+    await close(r)
 
 
 async def write(store: Any) -> None:

@@ -25,17 +25,18 @@ from redis_checkpoint.codec import encode_envelope
 from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.checkpoints import HOSTILE_IDS
 from redis_checkpoint.conformance.servers import ServerProcess
-from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults
+from redis_checkpoint.connection import close
 from redis_checkpoint.scripts import Reply
 
+from . import conftest
 from .conftest import fresh_prefix, record_script_calls
 
 
-@pytest.fixture
-async def client(real_server: ServerProcess) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(real_server.url, **client_defaults(DEFAULT_TIMEOUT))
+@pytest.fixture(params=["redis", "valkey", "redis-cluster", "valkey-cluster"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    redis = conftest.client(request, request.param)
     yield redis
-    await redis.aclose()
+    await close(redis)
 
 
 @pytest.fixture
