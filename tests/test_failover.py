@@ -24,8 +24,10 @@ from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.aion import TOKEN, act, started
 from redis_checkpoint.conformance.servers import ClusterProcess, SentinelSet, ServerProcess
 from redis_checkpoint.events import RedisEventStore
+from redis_checkpoint.failures import Unavailable
 
 from .conftest import _binary, _started, fresh_prefix
+from .test_redis_shared import KINDS
 
 PAYLOAD = 2048  # bytes per write: a stalled replica's backlog outgrows the socket buffers
 OPTIONS: dict[str, Any] = {"timeout": 5, "replica_timeout": 0.2}
@@ -215,3 +217,33 @@ async def test_a_primary_killed_under_64_writers_loses_no_acknowledged_write(
         assert lost == 0 and writes.outcomes["NotReplicated"] > 0, (lost, writes.outcomes)
     await traces.aclose()
     await events.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_slot_the_cluster_cannot_serve_is_unavailable_until_it_can(kind: str) -> None:
+    """A slot no node serves (CLUSTER DELSLOTS on every node): the whole cluster answers
+    CLUSTERDOWN. Calls fail with the tree's unavailable error within their timeout, never
+    as corruption or a raw redis-py error; once the slot is served again the same store
+    writes and reads."""
+    k = KINDS[kind]
+    cluster = Cluster("redis-server")
+    store = k.store_class.from_url(cluster.url, prefix=fresh_prefix(), timeout=1)
+    try:
+        await k.write(store, 0, 1)
+        record = store.keys(*k.record_ids(0))
+        owner = cluster.cluster.primary_for(record.meta)
+        slot = int(str(owner.command("CLUSTER", "KEYSLOT", record.meta)))
+        for node in cluster.cluster.nodes:
+            node.command("CLUSTER", "DELSLOTS", slot)
+        for call in (k.write(store, 0, 2), k.written(store, 0)):
+            begun = time.monotonic()
+            with pytest.raises(Unavailable) as raised:
+                await call
+            assert isinstance(raised.value, k.base) and time.monotonic() - begun < 2.5
+        owner.command("CLUSTER", "ADDSLOTS", slot)
+        await asyncio.to_thread(cluster.cluster.wait_healthy, 20)
+        await k.write(store, 0, 2)
+        assert await k.written(store, 0) == [1, 2]
+    finally:
+        await store.aclose()
+        cluster.close()

@@ -28,7 +28,7 @@ from redis_checkpoint import (
 )
 from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.aion import TOKEN, T, act, started, wid
-from redis_checkpoint.conformance.servers import ServerProcess
+from redis_checkpoint.conformance.servers import ClusterProcess, ServerProcess
 from redis_checkpoint.connection import close
 from redis_checkpoint.events import ConfigMismatch as EventConfigMismatch
 from redis_checkpoint.events import CorruptRecord as EventCorruptRecord
@@ -59,6 +59,14 @@ class Kind:
         wf = UUID(int=record + 1)
         event = started(1, wf) if n == 1 else act(n, wf, "a")
         await store.append(TOKEN, wf, [event], n - 1)
+
+    def record_ids(self, record: int) -> tuple[Any]:
+        """The id of record `record`, as the store's `keys` takes it."""
+        return (
+            (f"trace-{record}",)
+            if self.store_class is RedisPersistenceStore
+            else (UUID(int=record + 1),)
+        )
 
     async def written(self, store: Any, record: int) -> list[int]:
         if self.store_class is RedisPersistenceStore:
@@ -128,6 +136,14 @@ def test_bad_constructor_arguments_raise_in_the_stores_tree(
         "redis://:secret@[::1:6380/0",
         "redis://:se/cret@127.0.0.1:xx/0",
         "redis://user:se?cr#et@127.0.0.1:xx/0",
+        "redis+cluster://",
+        "redis+cluster://:secret@127.0.0.1:xx",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:99999",
+        "redis+cluster://127.0.0.1:7000/1",
+        "rediss+cluster://127.0.0.1:7000?ssl_cert_reqs=none",
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/mymaster/x",
+        "redis+sentinel://:secret@127.0.0.1:26379/mymaster/0/1",
     ],
 )
 def test_bad_urls_raise_in_the_stores_tree(kind: str, url: str) -> None:
@@ -501,3 +517,21 @@ async def test_check_reports_the_server_and_warns_of_what_it_cannot_keep(
     warned = " | ".join(report["warnings"])
     assert "replicas=2, but 0 replicas are connected" in warned and "appendonly is off" in warned
     await store.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_check_reports_every_primary_of_a_cluster(
+    redis_cluster: ClusterProcess, kind: str
+) -> None:
+    k = KINDS[kind]
+    store = k.store_class.from_url(redis_cluster.url, prefix=fresh_prefix(), replicas=2)
+    report = await store.check()
+    await store.aclose()
+    primaries = report["primaries"]
+    assert sorted(p["node"] for p in primaries) == sorted(
+        f"127.0.0.1:{server.port}" for server in redis_cluster.primaries()
+    )
+    assert all(p["role"] == "master" and p["replicas_connected"] == 1 for p in primaries)
+    assert report["cluster_state"] == "ok" and report["replicas_connected"] == 1
+    warned = [w for w in report["warnings"] if "replicas=2, but 1 replicas" in w]
+    assert len(warned) == 3  # one per primary, naming it
