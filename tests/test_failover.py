@@ -247,3 +247,39 @@ async def test_a_slot_the_cluster_cannot_serve_is_unavailable_until_it_can(kind:
     finally:
         await store.aclose()
         cluster.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_slot_moved_under_a_store_is_followed_with_no_write_lost(kind: str) -> None:
+    """Resharding: while a record's slot migrates (its keys already on the new owner), a
+    one-key read is redirected by ASK, which the store follows for that call; a script on
+    several keys gets TRYAGAIN (Redis refuses multi-key calls mid-migration), which the store
+    retries within its deadline; once the slot is moved, MOVED, followed for good."""
+    k = KINDS[kind]
+    cluster = Cluster("redis-server")
+    store = k.store_class.from_url(cluster.url, prefix=fresh_prefix(), timeout=5)
+    try:
+        await k.write(store, 0, 1)
+        record = store.keys(*k.record_ids(0))
+        source = cluster.cluster.primary_for(record.meta)
+        target = next(p for p in cluster.cluster.primaries() if p is not source)
+        slot = int(str(source.command("CLUSTER", "KEYSLOT", record.meta)))
+        ids = {server: str(server.command("CLUSTER", "MYID")) for server in (source, target)}
+        target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        keys = source.command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        assert isinstance(keys, list) and keys
+        source.command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *map(str, keys))
+        deadline = asyncio.get_running_loop().time() + 5
+        assert await store._run.read([("EXISTS", record.meta)], deadline) == [1]  # ASK
+        write = asyncio.create_task(k.write(store, 0, 2))  # TRYAGAIN meanwhile
+        await asyncio.sleep(0.5)
+        assert not write.done()
+        for server in cluster.cluster.primaries():
+            server.command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        await write  # MOVED
+        await k.write(store, 0, 3)
+        assert await k.written(store, 0) == [1, 2, 3]
+    finally:
+        await store.aclose()
+        cluster.close()
