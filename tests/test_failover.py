@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -219,6 +219,34 @@ async def test_a_primary_killed_under_64_writers_loses_no_acknowledged_write(
     await events.aclose()
 
 
+@dataclass
+class Record:
+    """Record 0 of a store on a fresh Redis cluster, written once, and where it lives."""
+
+    cluster: ClusterProcess
+    store: Any
+    owner: ServerProcess
+    slot: int
+    meta: str
+
+
+@contextlib.asynccontextmanager
+async def one_record(kind: str, **options: Any) -> AsyncIterator[Record]:
+    cluster = Cluster("redis-server").cluster
+    k = KINDS[kind]
+    store = k.store_class.from_url(cluster.url, prefix=fresh_prefix(), **options)
+    try:
+        await k.write(store, 0, 1)
+        meta = store.keys(*k.record_ids(0)).meta
+        owner = cluster.primary_for(meta)
+        yield Record(
+            cluster, store, owner, int(str(owner.command("CLUSTER", "KEYSLOT", meta))), meta
+        )
+    finally:
+        await store.aclose()
+        cluster.close()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_slot_the_cluster_cannot_serve_is_unavailable_until_it_can(kind: str) -> None:
     """A slot no node serves (CLUSTER DELSLOTS on every node): the whole cluster answers
@@ -226,27 +254,18 @@ async def test_a_slot_the_cluster_cannot_serve_is_unavailable_until_it_can(kind:
     as corruption or a raw redis-py error; once the slot is served again the same store
     writes and reads."""
     k = KINDS[kind]
-    cluster = Cluster("redis-server")
-    store = k.store_class.from_url(cluster.url, prefix=fresh_prefix(), timeout=1)
-    try:
-        await k.write(store, 0, 1)
-        record = store.keys(*k.record_ids(0))
-        owner = cluster.cluster.primary_for(record.meta)
-        slot = int(str(owner.command("CLUSTER", "KEYSLOT", record.meta)))
-        for node in cluster.cluster.nodes:
-            node.command("CLUSTER", "DELSLOTS", slot)
-        for call in (k.write(store, 0, 2), k.written(store, 0)):
+    async with one_record(kind, timeout=1) as r:
+        for node in r.cluster.nodes:
+            node.command("CLUSTER", "DELSLOTS", r.slot)
+        for call in (k.write(r.store, 0, 2), k.written(r.store, 0)):
             begun = time.monotonic()
             with pytest.raises(Unavailable) as raised:
                 await call
             assert isinstance(raised.value, k.base) and time.monotonic() - begun < 2.5
-        owner.command("CLUSTER", "ADDSLOTS", slot)
-        await asyncio.to_thread(cluster.cluster.wait_healthy, 20)
-        await k.write(store, 0, 2)
-        assert await k.written(store, 0) == [1, 2]
-    finally:
-        await store.aclose()
-        cluster.close()
+        r.owner.command("CLUSTER", "ADDSLOTS", r.slot)
+        await asyncio.to_thread(r.cluster.wait_healthy, 20)
+        await k.write(r.store, 0, 2)
+        assert await k.written(r.store, 0) == [1, 2]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -256,14 +275,9 @@ async def test_a_slot_moved_under_a_store_is_followed_with_no_write_lost(kind: s
     several keys gets TRYAGAIN (Redis refuses multi-key calls mid-migration), which the store
     retries within its deadline; once the slot is moved, MOVED, followed for good."""
     k = KINDS[kind]
-    cluster = Cluster("redis-server")
-    store = k.store_class.from_url(cluster.url, prefix=fresh_prefix(), timeout=5)
-    try:
-        await k.write(store, 0, 1)
-        record = store.keys(*k.record_ids(0))
-        source = cluster.cluster.primary_for(record.meta)
-        target = next(p for p in cluster.cluster.primaries() if p is not source)
-        slot = int(str(source.command("CLUSTER", "KEYSLOT", record.meta)))
+    async with one_record(kind, timeout=5) as r:
+        source, slot = r.owner, r.slot
+        target = next(p for p in r.cluster.primaries() if p is not source)
         ids = {server: str(server.command("CLUSTER", "MYID")) for server in (source, target)}
         target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
         source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
@@ -271,15 +285,12 @@ async def test_a_slot_moved_under_a_store_is_followed_with_no_write_lost(kind: s
         assert isinstance(keys, list) and keys
         source.command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *map(str, keys))
         deadline = asyncio.get_running_loop().time() + 5
-        assert await store._run.read([("EXISTS", record.meta)], deadline) == [1]  # ASK
-        write = asyncio.create_task(k.write(store, 0, 2))  # TRYAGAIN meanwhile
+        assert await r.store._run.read([("EXISTS", r.meta)], deadline) == [1]  # ASK
+        write = asyncio.create_task(k.write(r.store, 0, 2))  # TRYAGAIN meanwhile
         await asyncio.sleep(0.5)
         assert not write.done()
-        for server in cluster.cluster.primaries():
+        for server in r.cluster.primaries():
             server.command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
         await write  # MOVED
-        await k.write(store, 0, 3)
-        assert await k.written(store, 0) == [1, 2, 3]
-    finally:
-        await store.aclose()
-        cluster.close()
+        await k.write(r.store, 0, 3)
+        assert await k.written(r.store, 0) == [1, 2, 3]
