@@ -68,7 +68,7 @@ async def main(server: str, rounds: int, scale: float) -> list[Result]:
     if binary is None:
         raise SystemExit(f"no {server} server binary found")
     n = max(1, int(1000 * scale))
-    with ClusterProcess(binary).start() as cluster, ServerProcess(binary) as single:
+    with ClusterProcess(binary) as cluster, ServerProcess(binary) as single:
         stores = {
             "cluster": RedisPersistenceStore.from_url(cluster.url, prefix="bench"),
             "single": RedisPersistenceStore.from_url(single.url, prefix="bench"),

@@ -74,7 +74,7 @@ def main(server: str, traces: int) -> None:
     binary = redis_binary() if server == "redis" else valkey_binary()
     if binary is None:
         raise SystemExit(f"no {server} server binary found")
-    with ClusterProcess(binary).start() as cluster:
+    with ClusterProcess(binary) as cluster:
         asyncio.run(costs(cluster.url, traces))
 
 

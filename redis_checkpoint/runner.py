@@ -402,7 +402,8 @@ class Runner:
             for call in batch:
                 lost = exc if isinstance(exc, Exception) else ConnectionError(repr(exc))
                 kept = call.sent or isinstance(lost, (NotSent, *_DENIED))
-                _settle(call, lost if kept else NotSent(f"no connection: {lost!r}"))
+                why = f"{type(lost).__name__}: {lost}"
+                _settle(call, lost if kept else NotSent(f"no connection: {why}"))
             if not isinstance(exc, Exception):
                 raise
             return

@@ -161,6 +161,8 @@ class ServerProcess:
         return [self.binary, *args, *self._args]
 
     def start(self, timeout: float = 10.0) -> Self:
+        if self._proc is not None and self._proc.poll() is None:  # a second one would orphan it
+            raise RuntimeError(f"{self.binary} on port {self.port} is running already")
         with Path(self._dir.name, "stderr.log").open("ab") as stderr:
             command = self._command_line()
             self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
