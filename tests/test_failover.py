@@ -294,3 +294,34 @@ async def test_a_slot_moved_under_a_store_is_followed_with_no_write_lost(kind: s
         await write  # MOVED
         await k.write(r.store, 0, 3)
         assert await k.written(r.store, 0) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_stalled_node_delays_no_call_bound_for_the_others(kind: str) -> None:
+    """One primary stops answering (SIGSTOP) while writes go to records on every node
+    through one store: the others' writes complete as fast as ever, the stalled node's end
+    within their timeout as unavailable, and none is lost once it answers again."""
+    k = KINDS[kind]
+    async with one_record(kind, timeout=1.5) as r:
+        records = range(1, 49)
+        node_of = {n: r.cluster.primary_for(r.store.keys(*k.record_ids(n)).meta) for n in records}
+        healthy = [n for n in records if node_of[n] is not r.owner]
+        stalled = [n for n in records if node_of[n] is r.owner]
+        assert healthy and stalled
+        r.owner.pause()
+        try:
+            begun = time.monotonic()
+            fine = asyncio.gather(*(k.write(r.store, n, 1) for n in healthy))
+            late = asyncio.gather(
+                *(k.write(r.store, n, 1) for n in stalled), return_exceptions=True
+            )
+            await fine
+            took = time.monotonic() - begun
+            outcomes = await late
+            waited = time.monotonic() - begun
+        finally:
+            r.owner.resume()
+        assert took < 1.5, took  # done before the stalled node's calls could time out
+        assert all(isinstance(o, Unavailable) for o in outcomes) and waited < 1.5 + 1.0
+        for n in healthy:
+            assert await k.written(r.store, n) == [1]
