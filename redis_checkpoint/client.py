@@ -219,17 +219,33 @@ class RedisBacked:
         connected replicas and AOF, the store's settings, its records indexed, and
         `warnings` (a list of sentences) about what the server cannot keep."""
         await self._configure(write=False)
-        report = await server_report(self.redis, self._durability)
-        keys = shard_keys(self.prefix, self.shards, self.index)
-        counts = await self._commands([("ZCARD", key) for key in keys])
+        half = self.timeout / 2  # a node that does not answer is reported, not waited for
+        report, indexed = await asyncio.gather(
+            server_report(self.redis, self._durability, half),
+            self._indexed(asyncio.get_running_loop().time() + half),
+        )
+        if isinstance(indexed, Exception):
+            report["warnings"].append(f"the {self.index} could not be counted: {indexed}")
+            indexed = None
         settings = {name.lower(): value for name, value in self.constants.items()}
         return {
             **report,
             "prefix": self.prefix,
             "shards": self.shards,
-            f"{self.index}_indexed": sum(counts),
+            f"{self.index}_indexed": indexed,
             **settings,
         }
+
+    async def _indexed(self, deadline: float) -> int | Exception:
+        """The records in the shard indexes, or why they could not be counted by `deadline`."""
+        keys = shard_keys(self.prefix, self.shards, self.index)
+        try:
+            counts = await self._run.read([("ZCARD", key) for key in keys], deadline)
+        except (RedisError, OSError) as exc:
+            return exc
+        for key, count in zip(keys, counts, strict=True):
+            self._raise_for(key, [count])
+        return sum(map(int, counts))
 
     @contextmanager
     def decoding(self, key: str) -> Iterator[None]:

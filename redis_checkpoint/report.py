@@ -4,36 +4,39 @@ replica taking writes, persistence off."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import RedisError
 
 from .scripts import Durability
 
 
-async def server_report(redis: Redis | RedisCluster, durability: Durability) -> dict[str, Any]:
+async def server_report(
+    redis: Redis | RedisCluster, durability: Durability, budget: float
+) -> dict[str, Any]:
     """The server's name, version, role, connected replicas and AOF state, and warnings; for
     a cluster, the same of every primary under `primaries` (the top level then holds the
-    least of them: the fewest replicas, AOF only if all have it) and the cluster's state."""
+    least of them: the fewest replicas, AOF only if all have it) and the cluster's state. A
+    primary that does not answer within `budget` seconds is reported so, not waited for."""
     if type(redis).__module__.startswith("fakeredis"):
         info: dict[str, Any] = {"server_name": "fakeredis", "redis_version": "in-process"}
         return _report(info, durability)
     if not isinstance(redis, RedisCluster):
         return _report(await redis.info("server", "replication", "persistence"), durability)
-    sections = ("server", "replication", "persistence", "cluster")
-    infos = await redis.info(*sections, target_nodes=RedisCluster.PRIMARIES)
-    states: Any = await redis.cluster_info(target_nodes=RedisCluster.PRIMARIES)  # by node
-    primaries = [
-        {"node": name, **_report(info, durability), "cluster_state": states[name]["cluster_state"]}
-        for name, info in sorted(infos.items())
-    ]
-    first = primaries[0]
+    nodes = sorted(redis.get_primaries(), key=lambda node: node.name)
+    primaries = await asyncio.gather(*(_primary(redis, n, durability, budget) for n in nodes))
+    answered = [p for p in primaries if "error" not in p] or [{"server": "?", "version": "?"}]
     report = {
-        **{key: first[key] for key in ("server", "version", "replicas", "fsync")},
-        "role": "master" if all(p["role"] == "master" for p in primaries) else "mixed",
-        "replicas_connected": min(p["replicas_connected"] for p in primaries),
-        "appendonly": all(p["appendonly"] for p in primaries),
-        "cluster_state": "ok" if all(p["cluster_state"] == "ok" for p in primaries) else "fail",
+        **{key: answered[0][key] for key in ("server", "version")},
+        "replicas": durability.replicas,
+        "fsync": durability.fsync,
+        "role": "master" if all(p.get("role") == "master" for p in primaries) else "mixed",
+        "replicas_connected": min(p.get("replicas_connected", 0) for p in primaries),
+        "appendonly": all(p.get("appendonly") for p in primaries),
+        "cluster_state": "ok" if all(p.get("cluster_state") == "ok" for p in primaries) else "fail",
         "primaries": primaries,
     }
     found = [f"{p['node']}: {warning}" for p in primaries for warning in p.pop("warnings")]
@@ -41,6 +44,20 @@ async def server_report(redis: Redis | RedisCluster, durability: Durability) -> 
         found.insert(0, "the cluster's state is not ok: calls to its failed slots fail")
     report["warnings"] = found
     return report
+
+
+async def _primary(
+    redis: RedisCluster, node: ClusterNode, durability: Durability, budget: float
+) -> dict[str, Any]:
+    """One primary's report, or its error."""
+    try:
+        async with asyncio.timeout(budget):
+            info = await redis.info("server", "replication", "persistence", target_nodes=node)
+            state: Any = await redis.cluster_info(target_nodes=node)
+    except (RedisError, OSError, TimeoutError) as exc:
+        why = f"did not answer: {exc or type(exc).__name__}"
+        return {"node": node.name, "error": why, "warnings": [why]}
+    return {"node": node.name, **_report(info, durability), "cluster_state": state["cluster_state"]}
 
 
 def _report(info: dict[str, Any], durability: Durability) -> dict[str, Any]:

@@ -325,3 +325,25 @@ async def test_a_stalled_node_delays_no_call_bound_for_the_others(kind: str) -> 
         assert all(isinstance(o, Unavailable) for o in outcomes) and waited < 1.5 + 1.0
         for n in healthy:
             assert await k.written(r.store, n) == [1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_check_reports_a_primary_that_does_not_answer(kind: str) -> None:
+    """check() is what an operator runs when something is wrong: with one primary stalled it
+    still answers within the timeout, naming that primary, and warns that the records could
+    not be counted."""
+    async with one_record(kind, timeout=2) as r:
+        r.owner.pause()
+        try:
+            begun = time.monotonic()
+            report = await r.store.check()
+            took = time.monotonic() - begun
+        finally:
+            r.owner.resume()
+    stalled = f"127.0.0.1:{r.owner.port}"
+    down = [p for p in report["primaries"] if "error" in p]
+    assert [p["node"] for p in down] == [stalled] and took < 2 + 0.5
+    assert len(report["primaries"]) == 3 and report["role"] == "mixed"
+    assert report[f"{r.store.index}_indexed"] is None
+    warned = " | ".join(report["warnings"])
+    assert f"{stalled}: did not answer" in warned and "could not be counted" in warned
