@@ -13,7 +13,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError
 
 from .failures import ErrorTree
@@ -49,6 +49,9 @@ class _Retry(Retry):
             return retryable(error) and not denied and (is_retryable is None or is_retryable(error))
 
         return await super().call_with_retry(do, fail, worth_it, with_failure_count)
+
+
+RESEND_ONCE = _Retry(NoBackoff(), 1)  # a dropped connection: once more, at once
 
 
 def client_defaults(timeout: float) -> dict[str, Any]:
@@ -131,34 +134,41 @@ class _Servers(NamedTuple):
 
     @classmethod
     def parse(cls, url: str) -> _Servers:
-        parts = urlsplit(url)
-        if parts.query or parts.fragment:
+        scheme, _, rest = url.partition("://")
+        # The credentials end at the last `@`: a password may hold `/`, `?` or `#`.
+        user_info, _, located = rest.rpartition("@")
+        hosts, _, path = located.partition("/")
+        if "?" in located or "#" in located:
             raise ValueError("options go in client_options, not in the URL")
-        user_info, _, hosts = parts.netloc.rpartition("@")
         addresses = []
         for host in hosts.split(","):
-            node = urlsplit(f"//{host}")
-            if not node.hostname:
-                raise ValueError(f"expected host:port, not {host!r}")
-            addresses.append((node.hostname, node.port or 6379))
-        credentials: dict[str, Any] = {"ssl": parts.scheme.startswith("rediss")}
+            try:
+                node = urlsplit(f"//{host}")
+                addresses.append((node.hostname or "", node.port or 6379))
+            except ValueError:
+                addresses.append(("", 0))
+            if not addresses[-1][0]:
+                raise ValueError(f"expected host:port with a port in 0..65535, not {host!r}")
+        credentials: dict[str, Any] = {"ssl": scheme.lower().startswith("rediss")}
         if user_info:
             user, _, password = user_info.partition(":")
             credentials["username"] = unquote(user) or None
             credentials["password"] = unquote(password) or None
-        return cls(addresses, credentials, [p for p in parts.path.split("/") if p])
+        return cls(addresses, credentials, [p for p in path.split("/") if p])
 
 
 def _cluster(url: str, settings: dict[str, Any]) -> RedisCluster:
     """A Redis Cluster client; the first node that answers tells it the rest. Its own
     commands (asking the cluster for its slots) get a socket timeout: a stalled node must
-    not hold up the refresh every call waits on."""
+    not hold up the refresh every call waits on. (The store's calls are bounded by their
+    deadlines instead.)"""
     servers = _Servers.parse(url)
     if servers.path not in ([], ["0"]):
         raise ValueError("a cluster has database 0 only")
     nodes = [ClusterNode(host, port) for host, port in servers.addresses]
-    timeouts = {"socket_timeout": settings["socket_connect_timeout"]}
-    return RedisCluster(startup_nodes=nodes, **{**timeouts, **servers.credentials, **settings})
+    if settings.get("socket_timeout") is None:  # slots come back in well under a second
+        settings = {**settings, "socket_timeout": min(1.0, settings["socket_connect_timeout"])}
+    return RedisCluster(startup_nodes=nodes, **{**servers.credentials, **settings})
 
 
 def _sentinel(url: str, settings: dict[str, Any]) -> Redis:
@@ -175,6 +185,7 @@ def _sentinel(url: str, settings: dict[str, Any]) -> Redis:
         **bound,
         "socket_timeout": bound["socket_connect_timeout"],
         "ssl": servers.credentials["ssl"],
+        "retry": Retry(NoBackoff(), 0),  # a Sentinel down: ask the next one, at once
         **asked,
     }
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -189,6 +200,9 @@ def _sentinel(url: str, settings: dict[str, Any]) -> Redis:
 async def close(client: Redis | RedisCluster) -> None:
     """Close `client`, and the Sentinel clients behind it, if any."""
     await client.aclose()
+    if isinstance(client, RedisCluster):  # its aclose() skips nodes once a failure reset it
+        await client.nodes_manager.aclose()
+        await client.nodes_manager.aclose("startup_nodes")
     manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
     for sentinel in getattr(manager, "sentinels", ()):
         await sentinel.aclose()

@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import math
-import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +53,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as LinkError
 from redis.exceptions import TimeoutError as SocketTimeout
 
-from .connection import retryable
+from .connection import RESEND_ONCE, retryable
 from .scripts import Durability, Script, Unconfirmed, pack, source
 
 MAX_BATCH = 128  # the dedup window of lua/_common.lua: a pipeline never holds more calls
@@ -136,10 +136,20 @@ class _Cluster:
     def __init__(self, client: RedisCluster) -> None:
         self.client = client
         self.nodes = client.nodes_manager
+        self._mending: asyncio.Future[None] | None = None  # the wait and refresh under way
+        self._mapped = False  # the slots are known
 
     async def ready(self) -> None:
-        if self.client._initialize:
+        """Ask the cluster for its slots, once (after a failure, `recover` asks again)."""
+        if self._mapped:
+            return
+        try:  # the slots, and the command table of redis-py's own commands on the client
             await self.client.initialize()
+        except (RedisError, RedisClusterException, OSError):
+            # The table comes from one node, which may be the one that stalled; the slots,
+            # all the runner needs, from any.
+            await self.nodes.initialize()
+        self._mapped = True
 
     def lane(self, call: _Call) -> str:
         if call.asking is not None:
@@ -153,7 +163,11 @@ class _Cluster:
         return node
 
     async def borrow(self, lane: str) -> AbstractConnection:
-        return self._node(lane).acquire_connection()
+        """A connection to the node, that sends a round once more at once if it drops: the
+        lane stays busy meanwhile, so no newer call to the node overtakes the round's."""
+        connection = self._node(lane).acquire_connection()
+        connection.retry = RESEND_ONCE
+        return connection
 
     async def give_back(self, lane: str, connection: AbstractConnection) -> None:
         node = self.nodes.get_node(node_name=lane)
@@ -175,16 +189,25 @@ class _Cluster:
         if isinstance(error, MovedError):
             await self.nodes.move_slot(error)
             return
-        await asyncio.sleep(min(0.5, 0.02 * 2**attempt) * random.uniform(0.5, 1.0))
-        if not isinstance(error, TryAgainError):
-            await self._refresh()
+        if self._mending is None or self._mending.done():
+            self._mending = asyncio.ensure_future(self._mend(attempt))
+        # One wait and one refresh for all the calls turned away meanwhile, which resume in
+        # the order they were turned away: a jittered wait of each call's own reordered
+        # them, and a call overtaken by 128 newer ones on its record could no longer tell
+        # whether it was applied (STALE in lua/_common.lua).
+        await asyncio.shield(self._mending)
+
+    async def _mend(self, attempt: int) -> None:
+        await asyncio.sleep(min(0.5, 0.02 * 2**attempt))
+        await self._refresh()
 
     async def _refresh(self) -> None:
         with contextlib.suppress(RedisError, RedisClusterException, OSError):  # the next try says
             await self.nodes.initialize()
 
     def forked(self) -> None:
-        for node in self.nodes.nodes_cache.values():  # the parent's sockets are not ours
+        nodes = [*self.nodes.nodes_cache.values(), *self.nodes.startup_nodes.values()]
+        for node in nodes:  # the parent's sockets are not ours
             node._connections.clear()
             node._free.clear()
 
@@ -304,8 +327,9 @@ class Runner:
         except BaseException:  # the others' outcomes go unheard: drop them
             self._unqueue(calls)
             for call in calls:
-                if call.future is not None and not call.future.cancel():
-                    call.future.exception()  # retrieved: no "never retrieved" warning
+                future = call.future
+                if future is not None and not future.cancel() and not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" warning
             raise
         return outcomes
 
@@ -313,15 +337,25 @@ class Runner:
         """A cluster's client knows the slots (it asks on first use, and after a failure)."""
         if not self._target.detours:
             return
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._target.ready()
-        except TimeoutError:
-            raise NotSent("no node of the cluster told its slots in time") from None
-        except (RedisError, RedisClusterException, OSError) as exc:
-            raise NotSent(f"no node of the cluster told its slots: {exc}") from exc
+        if self._closed:  # asking now would open the closed client again
+            raise NotSent("the store was closed")
+        for attempt in itertools.count(1):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._target.ready()
+            except TimeoutError:
+                raise NotSent("no node of the cluster told its slots in time") from None
+            except (RedisError, RedisClusterException, OSError) as exc:
+                pause = min(0.5, 0.02 * 2**attempt)
+                if asyncio.get_running_loop().time() + pause >= deadline:
+                    raise NotSent(f"no node of the cluster told its slots: {exc}") from exc
+                await asyncio.sleep(pause)
 
     async def _recover(self, call: _Call, error: Exception, attempt: int) -> None:
+        if self._closed:
+            if not call.sent:
+                raise NotSent("the store was closed before the call could be sent")
+            raise LinkError(f"the store was closed while the call was sent again: {error}")
         try:
             async with asyncio.timeout_at(call.deadline):
                 await self._target.recover(call, error, attempt)
@@ -437,6 +471,13 @@ class Runner:
     async def _round_trip(self, connection: AbstractConnection, calls: list[_Call]) -> list[Any]:
         """Each call's outcome, in one round trip, plus one per reload of scripts the server
         lost."""
+        if not connection.is_connected:  # a refused connection sent nothing
+            try:
+                await connection.connect()  # type: ignore[no-untyped-call]
+            except _LOST as exc:
+                if isinstance(exc, _DENIED) or self._target.detours:
+                    raise
+                raise NotSent(f"no connection: {exc}") from exc
         for call in calls:
             call.sent = True
         wait = self._waits(calls)

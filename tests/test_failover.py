@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,11 +19,18 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from redis.asyncio import Redis
 
 from redis_checkpoint import RedisPersistenceStore
 from redis_checkpoint.conformance import envelope
 from redis_checkpoint.conformance.aion import TOKEN, act, started
-from redis_checkpoint.conformance.servers import ClusterProcess, SentinelSet, ServerProcess
+from redis_checkpoint.conformance.servers import (
+    ClusterProcess,
+    SentinelSet,
+    ServerProcess,
+    free_port,
+)
+from redis_checkpoint.connection import close
 from redis_checkpoint.events import RedisEventStore
 from redis_checkpoint.failures import Unavailable
 
@@ -347,3 +355,150 @@ async def test_check_reports_a_primary_that_does_not_answer(kind: str) -> None:
     assert report[f"{r.store.index}_indexed"] is None
     warned = " | ".join(report["warnings"])
     assert f"{stalled}: did not answer" in warned and "could not be counted" in warned
+
+
+async def write_and_close(k: Any, store: Any, n: int) -> None:
+    await k.write(store, 0, n)
+    await store.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cluster_store_used_before_a_fork_serves_the_children(
+    redis_cluster: ClusterProcess, kind: str
+) -> None:
+    """A store that wrote in the parent (its slot map and connections made), then forked:
+    each child writes on sockets of its own and closes cleanly."""
+    k = KINDS[kind]
+    prefix = fresh_prefix()
+    store = k.store_class.from_url(redis_cluster.url, prefix=prefix)
+
+    async def parent() -> None:
+        await k.write(store, 0, 1)
+        await close(store.redis)  # its loop ends here: so do its sockets
+
+    asyncio.run(parent())
+    for n in (2, 3):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                asyncio.run(write_and_close(k, store, n))
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+
+    async def written() -> list[int]:
+        async with k.store_class.from_url(redis_cluster.url, prefix=prefix) as reader:
+            return await k.written(reader, 0)
+
+    assert asyncio.run(written()) == [1, 2, 3]
+    asyncio.run(store.aclose())
+
+
+async def kill_storm(cluster: ClusterProcess, stop: asyncio.Event) -> None:
+    """CLIENT KILL of every client on every primary, every 20 ms, until `stop`."""
+    admins = [Redis(port=primary.port) for primary in cluster.primaries()]
+    while not stop.is_set():
+        for admin in admins:
+            with contextlib.suppress(Exception):
+                await admin.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(0.02)
+    for admin in admins:
+        await admin.aclose()
+
+
+async def write_on(store: Any, write: Callable[[int], Any], stop: asyncio.Event) -> list[Any]:
+    """Writes 1, 2, 3... until `stop`: each one acknowledged, or the error it raised."""
+    outcomes: list[Any] = []
+    for n in range(1, 10**9):
+        if stop.is_set():
+            return outcomes
+        try:
+            await write(n)
+            outcomes.append(n)
+        except Exception as exc:
+            outcomes.append(exc)
+            await asyncio.sleep(0.01)
+    return outcomes
+
+
+async def test_a_kill_storm_on_every_primary_loses_repeats_and_refuses_nothing(
+    redis_cluster: ClusterProcess,
+) -> None:
+    """CLIENT KILL on every primary every 20 ms while 32 writers share one hot trace and 32
+    more write traces of their own, through one store: no acknowledged write is lost or
+    stored twice, and no call fails for arriving too late to tell whether it was applied
+    (a round lost with its connection is sent again at once, ahead of newer calls)."""
+    store = RedisPersistenceStore.from_url(redis_cluster.url, prefix=fresh_prefix(), timeout=5)
+    stop = asyncio.Event()
+
+    def hot(w: int) -> Callable[[int], Any]:
+        return lambda n: store.append(envelope("hot", step=n * 32 + w))
+
+    def own(w: int) -> Callable[[int], Any]:
+        return lambda n: store.append(envelope(f"own-{w}", step=n))
+
+    writers = [write_on(store, hot(w), stop) for w in range(32)]
+    writers += [write_on(store, own(w), stop) for w in range(32)]
+    storm = asyncio.create_task(kill_storm(redis_cluster, stop))
+    done = asyncio.gather(*writers)
+    await asyncio.sleep(2.0)
+    stop.set()
+    outcomes, _ = await asyncio.gather(done, storm)
+    failed = [o for per in outcomes for o in per if isinstance(o, Exception)]
+    assert not [f for f in failed if "too late" in str(f)], failed[:3]
+    for w, per in enumerate(outcomes):
+        trace = await store.load("hot" if w < 32 else f"own-{w - 32}")
+        held = [e.step for e in trace.events] if trace else []
+        acked = {n * 32 + w if w < 32 else n for n in per if isinstance(n, int)}
+        assert len(held) == len(set(held)) and acked <= set(held)
+    await store.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_calls_to_a_killed_node_say_they_were_not_sent(kind: str) -> None:
+    """Its port refuses connections until a replica takes over: nothing reached it, and
+    the error of a store with no connection to it yet says so, rather than that the
+    outcome is unknown."""
+    k = KINDS[kind]
+    async with one_record(kind, timeout=1) as r:
+        r.owner.kill()
+        fresh = k.store_class.from_url(r.cluster.url, prefix=r.store.prefix, timeout=1)
+        with pytest.raises(Unavailable, match="not sent") as raised:
+            await k.write(fresh, 0, 2)
+        assert isinstance(raised.value, k.base)
+        await fresh.aclose()
+
+
+async def test_a_stalled_first_host_of_the_url_does_not_stop_a_new_store() -> None:
+    """A new store asks the URL's hosts for the slots; the first one is stalled (SIGSTOP):
+    its socket times out and the next host answers, within the store's timeout."""
+    cluster = Cluster("redis-server").cluster
+    first = next(n for n in cluster.nodes if n.port == cluster.startup_nodes[0][1])
+    first.pause()
+    try:
+        store = RedisPersistenceStore.from_url(cluster.url, prefix=fresh_prefix(), timeout=8)
+        away = next(
+            t
+            for t in (f"t{n}" for n in range(100))
+            if cluster.primary_for(store.keys(t).meta) is not first
+        )
+        await store.append(envelope(away, step=1))
+        trace = await store.load(away)
+        assert trace is not None and len(trace.events) == 1
+        await store.aclose()
+    finally:
+        first.resume()
+        cluster.close()
+
+
+async def test_a_dead_sentinel_listed_first_costs_no_retries(redis_sentinel: SentinelSet) -> None:
+    """The first Sentinel of the URL refuses connections: the next one is asked at once."""
+    alive = ",".join(f"{host}:{port}" for host, port in redis_sentinel.sentinels)
+    url = f"redis+sentinel://127.0.0.1:{free_port()},{alive}/{redis_sentinel.service}"
+    store = RedisPersistenceStore.from_url(url, prefix=fresh_prefix(), timeout=5)
+    begun = time.monotonic()
+    await store.append(envelope("t", step=1))
+    assert time.monotonic() - begun < 2  # a hang guard: redis-py's default retries took 4.6 s
+    await store.aclose()

@@ -138,6 +138,7 @@ def test_bad_constructor_arguments_raise_in_the_stores_tree(
         "redis://user:se?cr#et@127.0.0.1:xx/0",
         "redis+cluster://",
         "redis+cluster://:secret@127.0.0.1:xx",
+        "redis+cluster://u:se/cret@127.0.0.1:xx",
         "redis+cluster://127.0.0.1:7000,127.0.0.1:99999",
         "redis+cluster://127.0.0.1:7000/1",
         "rediss+cluster://127.0.0.1:7000?ssl_cert_reqs=none",
