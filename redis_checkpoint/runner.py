@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.cluster import get_node_name
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -79,6 +80,7 @@ class _Call:
     lane: str = ""  # the server it was queued for
     asking: str | None = None  # cluster: the node an ASK redirect named, for one send
     sent: bool = False  # it got a connection and left: its outcome may be unknown
+    attempt: int = 0  # the times the cluster turned it away
 
 
 class _Detour(NamedTuple):
@@ -91,11 +93,12 @@ class _Detour(NamedTuple):
 class _Lane:
     """The calls bound for one server: the one send under way, and those queued behind."""
 
-    __slots__ = ("busy", "queue")
+    __slots__ = ("busy", "queue", "rerouted")
 
     def __init__(self) -> None:
         self.busy = False
         self.queue: deque[_Call] = deque()
+        self.rerouted = False  # the slots moved: its queue may hold calls bound elsewhere
 
 
 class _Server:
@@ -126,6 +129,9 @@ class _Server:
     def forked(self) -> None:
         self.pool.reset()  # type: ignore[no-untyped-call]
 
+    def close(self) -> None:
+        pass
+
 
 class _Cluster:
     """A Redis Cluster: a lane per primary, each call to the primary of its slot, and the
@@ -138,6 +144,8 @@ class _Cluster:
         self.nodes = client.nodes_manager
         self._mending: asyncio.Future[None] | None = None  # the wait and refresh under way
         self._mapped = False  # the slots are known
+        self._closed = False
+        self._retries: dict[int, Retry] = {}  # redis-py's own retry of each borrowed connection
 
     async def ready(self) -> None:
         """Ask the cluster for its slots, once (after a failure, `recover` asks again)."""
@@ -166,10 +174,11 @@ class _Cluster:
         """A connection to the node, that sends a round once more at once if it drops: the
         lane stays busy meanwhile, so no newer call to the node overtakes the round's."""
         connection = self._node(lane).acquire_connection()
-        connection.retry = RESEND_ONCE
+        self._retries[id(connection)], connection.retry = connection.retry, RESEND_ONCE
         return connection
 
     async def give_back(self, lane: str, connection: AbstractConnection) -> None:
+        connection.retry = self._retries.pop(id(connection), connection.retry)  # redis-py's again
         node = self.nodes.get_node(node_name=lane)
         if node is not None and connection in node._connections:
             node.release(connection)
@@ -202,8 +211,15 @@ class _Cluster:
         await self._refresh()
 
     async def _refresh(self) -> None:
-        with contextlib.suppress(RedisError, RedisClusterException, OSError):  # the next try says
+        if self._closed:  # asking now would open the closed client again
+            return
+        with contextlib.suppress(Exception):  # no node answered (or oddly): the next try says
             await self.nodes.initialize()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._mending is not None:
+            self._mending.cancel()
 
     def forked(self) -> None:
         nodes = [*self.nodes.nodes_cache.values(), *self.nodes.startup_nodes.values()]
@@ -285,6 +301,7 @@ class Runner:
         """The store is closed: a send still under way drops its connection when done,
         rather than leaving it open in a pool that was closed meanwhile."""
         self._closed = True
+        self._target.close()
 
     def forked(self) -> None:
         """This runner's process was forked from the one that used it: forget the parent's
@@ -339,16 +356,19 @@ class Runner:
             return
         if self._closed:  # asking now would open the closed client again
             raise NotSent("the store was closed")
+        last: Exception | None = None
         for attempt in itertools.count(1):
             try:
                 async with asyncio.timeout_at(deadline):
                     return await self._target.ready()
             except TimeoutError:
-                raise NotSent("no node of the cluster told its slots in time") from None
+                raise NotSent(f"no node of the cluster told its slots in time: {last}") from None
             except (RedisError, RedisClusterException, OSError) as exc:
                 pause = min(0.5, 0.02 * 2**attempt)
-                if asyncio.get_running_loop().time() + pause >= deadline:
+                hopeless = "certificate verify failed" in str(exc)  # no retry mends that
+                if hopeless or asyncio.get_running_loop().time() + pause >= deadline:
                     raise NotSent(f"no node of the cluster told its slots: {exc}") from exc
+                last = exc
                 await asyncio.sleep(pause)
 
     async def _recover(self, call: _Call, error: Exception, attempt: int) -> None:
@@ -374,24 +394,57 @@ class Runner:
         lane = self._lanes.get(name) or self._lanes.setdefault(name, _Lane())
         if lane.busy:
             self._queue(call, name)
-            try:
-                return await call.future  # type: ignore[misc]
-            except asyncio.CancelledError:
-                self._unqueue([call])
-                raise
+            return await self._wait(call)
         if call.deadline <= asyncio.get_running_loop().time():
             raise NotSent("its deadline passed before it was sent")
         lane.busy = True
         try:
             async with asyncio.timeout_at(call.deadline):
                 [outcome] = await self._send(name, [call])
+            if type(outcome) is _Detour:  # sent again from the lane's queue, in order
+                await self._reroute(name, [(call, outcome.error)])
         except TimeoutError:
             if not call.sent:
                 raise NotSent("no connection was free before its deadline") from None
             raise
         finally:
             self._idle(name)
-        return outcome
+        return outcome if call.future is None else await self._wait(call)
+
+    async def _wait(self, call: _Call) -> Any:
+        try:
+            return await call.future  # type: ignore[misc]
+        except asyncio.CancelledError:
+            self._unqueue([call])
+            raise
+
+    async def _reroute(self, name: str, turned: list[tuple[_Call, Exception]]) -> None:
+        """Calls lane `name` sent were turned away: put them back at the head of its queue
+        and mend what their errors say, the lane held meanwhile; then (`_idle`) they and what
+        queued behind them go where their slots now live. So no newer call to their records
+        overtakes them: one overtaken by 128 newer ones of its store could no longer tell
+        whether it was applied (STALE in lua/_common.lua)."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            for call, error in turned:
+                closed = f"the store was closed as the call was turned away: {error}"
+                _settle(call, LinkError(closed) if call.sent else NotSent(closed))
+            return
+        for call, _ in turned:
+            call.future = call.future or loop.create_future()
+            call.lane, call.attempt = name, call.attempt + 1
+        lane = self._lanes[name]
+        lane.queue.extendleft(reversed([call for call, _ in turned]))
+        lane.rerouted = True
+        latest = max(call.deadline for call, _ in turned)
+        mended = False  # one wait and refresh serves all; a redirect is each call's own
+        with contextlib.suppress(Exception):  # what is still wrong, the next send says
+            async with asyncio.timeout_at(latest):
+                for call, error in turned:
+                    if isinstance(error, AskError) or not mended:
+                        await self._target.recover(call, error, call.attempt)
+                        mended = mended or not isinstance(error, AskError)
+                    call.asking = call.asking if isinstance(error, AskError) else None
 
     def _queue(self, call: _Call, name: str | None = None) -> str:
         call.lane = self._target.lane(call) if name is None else name
@@ -410,12 +463,17 @@ class Runner:
         """A send to lane `name` is over: send what queued up meanwhile as one pipeline."""
         lane = self._lanes[name]
         lane.busy = False
+        if lane.rerouted:
+            lane.rerouted = False
+            self._move_queued(name)
         now = asyncio.get_running_loop().time()
         batch: list[_Call] = []
         while lane.queue and len(batch) < MAX_BATCH:
             call = lane.queue.popleft()
             if call.deadline > now:
                 batch.append(call)
+            elif call.sent:  # sent before, turned away, and out of time before it went again
+                _settle(call, LinkError("no reply in time: it was sent, then turned away"))
             else:  # it waited out its deadline behind a slow call
                 _settle(call, NotSent("no reply in time from the call ahead of it"))
         if batch:
@@ -423,6 +481,28 @@ class Runner:
             task = asyncio.ensure_future(self._pipeline(name, batch))
             self._flushes.add(task)
             task.add_done_callback(functools.partial(self._flushed, name))
+
+    def _move_queued(self, name: str) -> None:
+        """Calls queued on lane `name` whose slots now live elsewhere go to the head of
+        their new lanes' queues, in order: they are older than what queued there."""
+        kept: deque[_Call] = deque()
+        moved: dict[str, list[_Call]] = {}
+        for call in self._lanes[name].queue:
+            try:
+                call.lane = self._target.lane(call)
+            except SlotNotCoveredError:
+                call.lane = name  # sent, turned away again, until its deadline
+            (
+                kept.append(call)
+                if call.lane == name
+                else moved.setdefault(call.lane, []).append(call)
+            )
+        self._lanes[name].queue = kept
+        for other, calls in moved.items():
+            lane = self._lanes.setdefault(other, _Lane())
+            lane.queue.extendleft(reversed(calls))
+            if not lane.busy:
+                self._idle(other)
 
     def _flushed(self, name: str, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
@@ -441,8 +521,12 @@ class Runner:
             if not isinstance(exc, Exception):
                 raise
             return
+        turned = [(c, o.error) for c, o in zip(batch, outcomes, strict=True) if type(o) is _Detour]
         for call, outcome in zip(batch, outcomes, strict=True):
-            _settle(call, outcome, result=True)
+            if type(outcome) is not _Detour:
+                _settle(call, outcome, result=True)
+        if turned:
+            await self._reroute(name, turned)
 
     async def _send(self, name: str, calls: list[_Call]) -> list[Any]:
         """Each call's outcome, from lane `name`, on a connection borrowed for the send. On a
@@ -474,6 +558,8 @@ class Runner:
         if not connection.is_connected:  # a refused connection sent nothing
             try:
                 await connection.connect()  # type: ignore[no-untyped-call]
+            except AttributeError as exc:  # redis-py closed it meanwhile
+                raise LinkError("the connection was closed as it opened") from exc
             except _LOST as exc:
                 if isinstance(exc, _DENIED) or self._target.detours:
                     raise
@@ -629,6 +715,8 @@ async def _write(connection: AbstractConnection, data: bytes) -> None:
     await connection.check_health()  # type: ignore[no-untyped-call]
     try:
         await connection._send_packed_command([data])
+    except AttributeError as exc:  # redis-py closed it meanwhile (its writer is None)
+        raise LinkError("the connection was closed under the call") from exc
     except OSError as exc:
         await connection.disconnect(nowait=True)
         raise LinkError(f"error while writing to the socket: {exc}") from exc
