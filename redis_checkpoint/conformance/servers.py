@@ -116,7 +116,25 @@ def supports_tls(binary: str) -> bool:
         return True
 
 
-class ServerProcess:
+class _Started:
+    """Started on entering a `with` block, closed on leaving it."""
+
+    def start(self, timeout: float = 10.0) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ServerProcess(_Started):
     """A redis-server or valkey-server child process on 127.0.0.1; `args` are more
     configuration options (later ones win), e.g. `["--replicaof", "127.0.0.1", "6380"]`.
     With `tls` it listens over TLS only, on `port` (clients need `tls.ca`); its unix
@@ -254,14 +272,6 @@ class ServerProcess:
         self.stop()
         self._dir.cleanup()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 class ServerError(Exception):
     """An error reply from a server, or a reply of an unexpected kind."""
@@ -353,7 +363,7 @@ def _listed_replicas(server: ServerProcess) -> int:
     return sum(len(r) - 3 for r in ranges if isinstance(r, list)) if isinstance(ranges, list) else 0
 
 
-class ClusterProcess:
+class ClusterProcess(_Started):
     """A Redis Cluster of `primaries` primaries, each with `replicas_per_primary` replicas,
     every node a `ServerProcess` (`args` are more options for each). With `tls` every node,
     its cluster bus and its replication go over TLS only. A primary killed with `kill()`
@@ -500,14 +510,6 @@ class ClusterProcess:
         for node in self.nodes:
             node.close()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 class SentinelProcess(ServerProcess):
     """A server in sentinel mode (`--sentinel`) that monitors the primary on
@@ -539,7 +541,7 @@ class SentinelProcess(ServerProcess):
         return [binary, str(self.config), "--sentinel", *args]
 
 
-class SentinelSet:
+class SentinelSet(_Started):
     """A primary, a replica of it and `sentinels` sentinels that monitor it as "mymaster"
     (`args` are more options for the primary and the replica). A primary killed with
     `kill()` is replaced by the replica within about 1-3 s."""
@@ -648,14 +650,6 @@ class SentinelSet:
     def close(self) -> None:
         for process in [*self.sentinel_processes, *self.servers]:
             process.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _record(reply: Reply) -> dict[str, str]:
