@@ -8,6 +8,7 @@ import asyncio
 import functools
 import itertools
 import os
+from collections import defaultdict
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -37,7 +38,7 @@ from redis.exceptions import (
 from .checks import Checks
 from .connection import DEFAULT_TIMEOUT, close, connect
 from .failures import OUTCOME_UNKNOWN, ErrorTree
-from .keys import config_key, key_types, shard_keys
+from .keys import config_key, hash_tag, key_types, shard_keys
 from .report import server_report
 from .runner import NotSent, Runner
 from .scripts import Durability, Unconfirmed
@@ -159,9 +160,14 @@ class RedisBacked:
         self._run = Runner(redis, self.scripts, self.constants, self._durability)
 
     def _new_producer(self) -> None:
-        """Retry dedup: this store's calls are numbered under a random producer id."""
+        """Retry dedup: this store's calls are numbered under a random producer id, apart
+        per hash tag (so per cluster slot): the dedup window of 128 calls per record then
+        spans at most one pipeline of the record's server. Numbered store-wide, a cluster's
+        pipeline to one node held calls 250 numbers apart (the other nodes' calls took the
+        numbers between), and a copy of its first call, re-sent with it, found itself
+        below the window (STALE)."""
         self._producer = os.urandom(8)
-        self._numbers = itertools.count(1)
+        self._numbers: defaultdict[str, Iterator[int]] = defaultdict(lambda: itertools.count(1))
         self._forks = _forks
 
     @classmethod
@@ -336,7 +342,7 @@ class RedisBacked:
         if not self._recorded:  # the runner keeps the deadline
             await self._configure(write=True)
         # No await between numbering the call and queueing it: calls leave in number order.
-        args = (self._producer, next(self._numbers), *args)
+        args = (self._producer, next(self._numbers[hash_tag(keys[0])]), *args)
         return await self._script(name, keys, args, deadline=deadline)
 
     async def _script(

@@ -149,11 +149,16 @@ def config_key(prefix: str) -> str:
     return f"{prefix}:config"
 
 
+def hash_tag(key: str) -> str:
+    """The `{...}` that `key` starts with, which names its cluster slot (else the key)."""
+    end = key.find("}")
+    return key[: end + 1] if key.startswith("{") and end > 1 else key
+
+
 def wait_key(key: str) -> str:
     """The counter a store bumps before each wait for replicas (`scripts.Durability`), in
     the hash tag, so the cluster slot, of `key`."""
-    end = key.find("}")
-    return f"{key[: end + 1] if key.startswith('{') and end > 1 else key}:waits"
+    return f"{hash_tag(key)}:waits"
 
 
 _TRACE_TYPES = ("stream", "hash", "list", "zset", "zset", "zset")  # TraceKeys.script
