@@ -423,24 +423,28 @@ async def write_on(store: Any, write: Callable[[int], Any], stop: asyncio.Event)
     return outcomes
 
 
+WRITERS = 128  # per group: enough that one node's pipeline holds calls far apart store-wide
+
+
 async def test_a_kill_storm_on_every_primary_loses_repeats_and_refuses_nothing(
     redis_cluster: ClusterProcess,
 ) -> None:
-    """CLIENT KILL on every primary every 20 ms while 32 writers share one hot trace and 32
-    more write traces of their own, through one store: no acknowledged write is lost or
-    stored twice, and no call fails for arriving too late to tell whether it was applied
-    (a round lost with its connection is sent again at once, ahead of newer calls)."""
+    """CLIENT KILL on every primary every 20 ms while 128 writers share one hot trace and
+    128 more write traces of their own, through one store: no acknowledged write is lost or
+    stored twice, and no call fails for arriving too late to tell whether it was applied (a
+    round lost with its connection is sent again at once, ahead of newer calls, and its
+    calls' numbers are close: they are numbered per slot, not store-wide)."""
     store = RedisPersistenceStore.from_url(redis_cluster.url, prefix=fresh_prefix(), timeout=5)
     stop = asyncio.Event()
 
     def hot(w: int) -> Callable[[int], Any]:
-        return lambda n: store.append(envelope("hot", step=n * 32 + w))
+        return lambda n: store.append(envelope("hot", step=n * WRITERS + w))
 
     def own(w: int) -> Callable[[int], Any]:
         return lambda n: store.append(envelope(f"own-{w}", step=n))
 
-    writers = [write_on(store, hot(w), stop) for w in range(32)]
-    writers += [write_on(store, own(w), stop) for w in range(32)]
+    writers = [write_on(store, hot(w), stop) for w in range(WRITERS)]
+    writers += [write_on(store, own(w), stop) for w in range(WRITERS)]
     storm = asyncio.create_task(kill_storm(redis_cluster, stop))
     done = asyncio.gather(*writers)
     await asyncio.sleep(2.0)
@@ -449,9 +453,9 @@ async def test_a_kill_storm_on_every_primary_loses_repeats_and_refuses_nothing(
     failed = [o for per in outcomes for o in per if isinstance(o, Exception)]
     assert not [f for f in failed if "too late" in str(f)], failed[:3]
     for w, per in enumerate(outcomes):
-        trace = await store.load("hot" if w < 32 else f"own-{w - 32}")
+        trace = await store.load("hot" if w < WRITERS else f"own-{w - WRITERS}")
         held = [e.step for e in trace.events] if trace else []
-        acked = {n * 32 + w if w < 32 else n for n in per if isinstance(n, int)}
+        acked = {n * WRITERS + w if w < WRITERS else n for n in per if isinstance(n, int)}
         assert len(held) == len(set(held)) and acked <= set(held)
     await store.aclose()
 
