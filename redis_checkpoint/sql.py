@@ -1,0 +1,380 @@
+"""What the PostgreSQL and SQLite stores of both contracts share: a database opened from its
+URL (the driver an optional extra), one transaction per call with its errors mapped to the
+calling contract's tree, the versioned schema, and the outbox progress that makes a batch a
+write-behind flusher applies take effect exactly once.
+
+SQL is written once, for PostgreSQL, with `$1` placeholders; on SQLite they become `?1`.
+Both speak `INSERT ... ON CONFLICT`. PostgreSQL serializes writers of one record with row
+locks (`tx.lock` is " FOR UPDATE"); SQLite with `BEGIN IMMEDIATE`, one writer at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .failures import OUTCOME_UNKNOWN, ErrorTree
+
+if TYPE_CHECKING:
+    import aiosqlite
+    import asyncpg
+
+SCHEMA_VERSION = 1  # the newest schema this package reads and writes; see `Database.start`
+Row = Sequence[Any]
+
+SCHEMA_DDL = (
+    "CREATE TABLE IF NOT EXISTS rc_schema (part TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+    # A write-behind flusher's position in each Redis outbox it applies: the last change
+    # applied, as (epoch, n). Written in the transaction that applies the changes.
+    "CREATE TABLE IF NOT EXISTS rc_outbox_progress (outbox TEXT PRIMARY KEY, "
+    "epoch BIGINT NOT NULL, n BIGINT NOT NULL)",
+)
+
+
+class Tx(ABC):
+    """One transaction; every statement of a store's call runs inside one."""
+
+    lock: str  # appended to a SELECT that must lock the rows it reads
+
+    @abstractmethod
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+
+class OutboxGap(Exception):
+    """A batch does not follow the last change applied from its outbox (an earlier batch is
+    still in another flusher's hands): nothing was applied; take it again later."""
+
+
+class Database(ABC):
+    """A PostgreSQL pool or a SQLite file, for one store.
+
+    Args:
+        url: the database's URL (see `open`).
+        errors: the calling contract's exception tree.
+        timeout: seconds one call may take, waiting for a connection or a lock included.
+    """
+
+    dialect: str
+
+    def __init__(self, url: str, errors: ErrorTree, timeout: float) -> None:
+        self.url = url
+        self.errors = errors
+        self.timeout = timeout
+        self._closed = False
+        self._started = False
+        self._starting = asyncio.Lock()
+
+    @staticmethod
+    def open(url: str, errors: ErrorTree, *, timeout: float, pool_size: int = 10) -> Database:
+        """A database of `url`: `postgresql://user@host:port/db` (also `postgres://`), or
+        `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`."""
+        scheme = errors.check.text(url, "url").partition("://")[0]
+        if scheme in ("postgresql", "postgres"):
+            return _Postgres(url, errors, timeout, errors.check.integer(pool_size, "pool_size", 1))
+        if scheme == "sqlite":
+            return _Sqlite(url, errors, timeout)
+        raise errors.invalid(f"url must be postgresql://... or sqlite:///..., got {url!r}")
+
+    @property
+    def where(self) -> str:
+        """The database, for messages, without credentials."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or ''}{':' if parts.port else ''}" + (
+            f"{parts.port or ''}{parts.path}"
+        )
+
+    async def start(self, part: str, ddl: Sequence[str]) -> None:
+        """Connect, and create the schema of `part` ("checkpoints", "events") if it is not
+        there: idempotent, and safe when many stores start at once. A database whose `part`
+        has a newer schema than this package knows is refused (ConfigMismatch)."""
+        if self._started:
+            return
+        async with self._starting:
+            if self._started:
+                return
+            await self._connect()
+            async with self.transaction(write=True) as tx:
+                await self._serialize_ddl(tx)
+                for statement in SCHEMA_DDL:
+                    await tx.execute(statement)
+                row = await tx.fetchrow("SELECT version FROM rc_schema WHERE part = $1", part)
+                if row is not None and row[0] > SCHEMA_VERSION:
+                    raise self.errors.mismatch(
+                        f"the {part} schema in {self.where} is version {row[0]}; this package "
+                        f"reads up to version {SCHEMA_VERSION}: upgrade redis-checkpoint"
+                    )
+                if row is None:
+                    for statement in ddl:
+                        await tx.execute(statement)
+                    await tx.execute(
+                        "INSERT INTO rc_schema (part, version) VALUES ($1, $2)",
+                        part,
+                        SCHEMA_VERSION,
+                    )
+            self._started = True
+
+    @asynccontextmanager
+    async def transaction(self, write: bool) -> AsyncIterator[Tx]:
+        """One transaction within `timeout`: committed if the block returns, rolled back if
+        it raises. The driver's errors come out as the contract's (a lost commit of a write
+        says that its outcome is unknown)."""
+        if self._closed:
+            raise self.errors.closed(f"the store on {self.where} is closed")
+        try:
+            async with asyncio.timeout(self.timeout), self._transaction(write) as tx:
+                yield tx
+        except Exception as exc:
+            if isinstance(exc, self.errors.base | OutboxGap):
+                raise
+            raise self._translate(exc, write) from exc
+
+    async def apply_outbox(
+        self, outbox: str, epoch: int, first: int, changes: Sequence[Any], apply: Any
+    ) -> int:
+        """Apply a batch of changes numbered `first`, `first + 1`, ... from `outbox` (epoch
+        `epoch`) with `await apply(tx, changes)`, in one transaction with the outbox's
+        progress: the changes applied before are skipped, so a batch applied twice changes
+        nothing. Returns how many were applied.
+
+        Raises:
+            OutboxGap: the batch starts after a change not yet applied.
+        """
+        async with self.transaction(write=True) as tx:
+            await tx.execute(
+                "INSERT INTO rc_outbox_progress (outbox, epoch, n) VALUES ($1, 0, 0) "
+                "ON CONFLICT (outbox) DO NOTHING",
+                outbox,
+            )
+            row = await tx.fetchrow(
+                f"SELECT epoch, n FROM rc_outbox_progress WHERE outbox = $1{tx.lock}", outbox
+            )
+            assert row is not None
+            done = row[1] if row[0] == epoch else 0
+            if epoch < row[0]:  # an outbox of an epoch that ended: applied, or lost before
+                return 0
+            if first > done + 1:
+                raise OutboxGap(f"{outbox}: batch starts at {first}, {done} applied")
+            todo = changes[done + 1 - first :]
+            if todo:
+                await apply(tx, todo)
+                await tx.execute(
+                    "UPDATE rc_outbox_progress SET epoch = $2, n = $3 WHERE outbox = $1",
+                    outbox,
+                    epoch,
+                    first + len(changes) - 1,
+                )
+            return len(todo)
+
+    async def close(self) -> None:
+        """Close the pool or file; later calls raise the closed error."""
+        if not self._closed:
+            self._closed = True
+            await self._disconnect()
+
+    @abstractmethod
+    async def _connect(self) -> None: ...
+
+    @abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abstractmethod
+    def _transaction(self, write: bool) -> Any: ...
+
+    @abstractmethod
+    async def _serialize_ddl(self, tx: Tx) -> None: ...
+
+    @abstractmethod
+    def _translate(self, exc: Exception, write: bool) -> Exception: ...
+
+    def _unavailable(self, detail: str, write: bool) -> Exception:
+        outcome = f" ({OUTCOME_UNKNOWN})" if write else ""
+        return self.errors.unavailable(f"{self.where} unreachable: {detail}{outcome}")
+
+
+def _missing(extra: str, driver: str, errors: ErrorTree) -> Exception:
+    return errors.mismatch(
+        f"this store needs the {driver} driver: pip install 'redis-checkpoint[{extra}]'"
+    )
+
+
+# -- PostgreSQL (asyncpg) ---------------------------------------------------------------
+
+
+class _PgTx(Tx):
+    lock = " FOR UPDATE"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return list(await self._conn.fetch(sql, *args))
+
+
+class _Postgres(Database):
+    """PostgreSQL through asyncpg's pool (see the README for why asyncpg)."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, errors: ErrorTree, timeout: float, pool_size: int) -> None:
+        super().__init__(url, errors, timeout)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def _connect(self) -> None:
+        try:
+            import asyncpg
+        except ImportError:
+            raise _missing("postgres", "asyncpg", self.errors) from None
+        try:
+            async with asyncio.timeout(self.timeout):
+                self._pool = await asyncpg.create_pool(
+                    self.url, min_size=1, max_size=self._pool_size, timeout=self.timeout
+                )
+        except Exception as exc:
+            raise self._translate(exc, write=False) from exc
+
+    async def _disconnect(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()  # close() waits for calls in flight; they are abandoned
+
+    @asynccontextmanager
+    async def _transaction(self, write: bool) -> AsyncIterator[Tx]:
+        if self._pool is None:
+            raise self.errors.closed(f"the store on {self.where} is not started")
+        async with self._pool.acquire() as conn, conn.transaction(readonly=not write):
+            yield _PgTx(conn)
+
+    async def _serialize_ddl(self, tx: Tx) -> None:
+        # CREATE TABLE IF NOT EXISTS races with itself; stores starting at once take turns.
+        await tx.execute("SELECT pg_advisory_xact_lock($1)", zlib.crc32(b"redis-checkpoint"))
+
+    def _translate(self, exc: Exception, write: bool) -> Exception:
+        import asyncpg
+
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError | asyncpg.InvalidPasswordError):
+            return self.errors.denied(f"{self.where} denied the call: {exc}")
+        if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+            return self.errors.denied(f"{self.where} denied the call: {exc}")
+        if isinstance(exc, TimeoutError):
+            return self._unavailable(f"no reply within {self.timeout:g}s", write)
+        if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+            return self._unavailable(str(exc) or type(exc).__name__, write)
+        if isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.TooManyConnectionsError):
+            return self._unavailable(str(exc), write)
+        if isinstance(exc, asyncpg.PostgresError):
+            return self.errors.refused(f"{self.where} refused the call: {exc}")
+        return self.errors.base(f"unexpected {type(exc).__name__}: {exc}")
+
+
+# -- SQLite (aiosqlite) ------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=512)
+def _qmarks(sql: str) -> str:
+    """PostgreSQL's `$1` placeholders as SQLite's `?1`."""
+    return re.sub(r"\$(\d+)", r"?\1", sql)
+
+
+class _LiteTx(Tx):
+    lock = ""  # BEGIN IMMEDIATE holds the database's one write lock already
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(_qmarks(sql), args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(_qmarks(sql), rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._conn.execute(_qmarks(sql), args) as cursor:
+            return list(await cursor.fetchall())
+
+
+class _Sqlite(Database):
+    """A SQLite file in WAL mode through aiosqlite: one connection, one call at a time
+    (SQLite has one writer anyway); other processes wait up to `timeout` for the lock."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, errors: ErrorTree, timeout: float) -> None:
+        super().__init__(url, errors, timeout)
+        path = url.removeprefix("sqlite://")
+        if not path.startswith("/") and path:
+            raise errors.invalid(f"a sqlite URL is sqlite:///path.db, got {url!r}")
+        self.path = path[1:] or ":memory:"  # sqlite:///x.db is x.db; sqlite:////x.db is /x.db
+        self._conn: aiosqlite.Connection | None = None
+        self._turn = asyncio.Lock()
+
+    @property
+    def where(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    async def _connect(self) -> None:
+        try:
+            import aiosqlite
+        except ImportError:
+            raise _missing("sqlite", "aiosqlite", self.errors) from None
+        try:
+            conn = await aiosqlite.connect(self.path, timeout=self.timeout, isolation_level=None)
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        except Exception as exc:
+            raise self._translate(exc, write=False) from exc
+
+    async def _disconnect(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    @asynccontextmanager
+    async def _transaction(self, write: bool) -> AsyncIterator[Tx]:
+        conn = self._conn
+        if conn is None:
+            raise self.errors.closed(f"the store on {self.where} is not started")
+        async with self._turn:
+            await conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _LiteTx(conn)
+            except BaseException:
+                await asyncio.shield(conn.execute("ROLLBACK"))
+                raise
+            await conn.execute("COMMIT")
+
+    async def _serialize_ddl(self, tx: Tx) -> None:
+        return None  # BEGIN IMMEDIATE already
+
+    def _translate(self, exc: Exception, write: bool) -> Exception:
+        import sqlite3
+
+        if isinstance(exc, TimeoutError):
+            return self._unavailable(f"no reply within {self.timeout:g}s", write)
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return self._unavailable(f"the database stayed locked: {exc}", write)
+        if isinstance(exc, sqlite3.Error | OSError):
+            return self.errors.refused(f"{self.where} refused the call: {exc}")
+        return self.errors.base(f"unexpected {type(exc).__name__}: {exc}")
