@@ -1,4 +1,4 @@
--- uses: _common _trace
+-- uses: _common _cache _trace
 -- append: append envelopes to one trace, atomically (append_many is a batch of them).
 -- KEYS and ARGV[1..4]: see _trace.lua.
 -- ARGV[5] circuit   ARGV[6] schematic_version   ARGV[7..] envelopes (msgpack)
@@ -15,6 +15,10 @@ for i = 7, #ARGV do
   n = n + 1
   -- Explicit ids 0-<ordinal>: append order is the entry id, so reads by position are cheap.
   redis.call('XADD', stream, '0-' .. n, 'e', ARGV[i])
+end
+if OUTBOX == 1 then
+  local head = {'k', 'a', 't', id, 'c', circuit, 'v', version, 'i', idem}
+  change = outbox_batch(box, counter, head, n - #ARGV + 7, 7, 1, 0)
 end
 if not m[1] then -- a new trace; dedup state a delete left to expire now lives with it
   redis.call('HSET', meta, 'created', now)

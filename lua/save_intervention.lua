@@ -1,4 +1,4 @@
--- uses: _common _trace
+-- uses: _common _cache _trace
 -- save_intervention: append an intervention; allowed on completed traces.
 -- KEYS and ARGV[1..4]: see _trace.lua.   ARGV[5] intervention (msgpack)
 -- Returns {OK, count}, {DUPLICATE | STALE, ''}, or {NOT_FOUND, ''}.
@@ -8,5 +8,6 @@ if not m[1] then return {NOT_FOUND, ''} end
 local keep = (m[2] and completed_ttl > 0) and completed_ttl or ttl
 index(keep)
 local count = redis.call('RPUSH', interventions, ARGV[5])
-applied(keep, m[3])
+record('i', 'o', count, 'i', idem, 'e', ARGV[5])
+applied(keep, m[3], 'ni', count)
 return {OK, count}

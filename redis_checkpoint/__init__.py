@@ -1,6 +1,7 @@
 """redis-checkpoint: an atomic checkpoint store on Redis for Python workflow runtimes."""
 
 from .errors import (
+    Backpressure,
     CircuitMismatch,
     ConfigMismatch,
     CorruptRecord,
@@ -26,8 +27,10 @@ from .models import (
 )
 from .protocol import ManagedPersistenceStore, PersistenceStore
 from .redis_store import RedisPersistenceStore
+from .sql_store import PostgresPersistenceStore, SqlitePersistenceStore
 
 __all__ = [
+    "Backpressure",
     "CircuitMismatch",
     "CompletionState",
     "ConfigMismatch",
@@ -44,8 +47,10 @@ __all__ = [
     "PersistenceEnvelope",
     "PersistenceError",
     "PersistenceStore",
+    "PostgresPersistenceStore",
     "RedisPersistenceStore",
     "ResumeCursor",
+    "SqlitePersistenceStore",
     "StoreClosed",
     "StoreUnavailable",
     "TraceCompleted",

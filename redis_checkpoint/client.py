@@ -62,6 +62,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
 _DENIED = (AuthenticationError, AuthorizationError, NoPermissionError)
 _TRANSIENT = (ReadOnlyError, ClusterDownError, TryAgainError)  # failover, resharding
+LEASE_MS = 10_000  # a warm's read of the durable store must end within it
+
+
+class Miss(Exception):
+    """A write-behind cache does not hold the record: warm it, then send the write again."""
 
 
 # An ACL refusal that redis-py does not type as NoPermissionError: inside a script (Redis 7.0,
@@ -156,8 +161,33 @@ class RedisBacked:
         self._closed = False
         self._recorded = False  # the shard count is recorded (and matches)
         self._configuring = asyncio.Lock()  # many first calls at once check the record once
+        self.outbox = False  # a write-behind cache's scripts also record each change
+        self.constants = {**self.constants, "OUTBOX": 0, "MAX_BACKLOG": 0}  # lua/_cache.lua
         self._new_producer()
         self._run = Runner(redis, self.scripts, self.constants, self._durability)
+
+    def write_behind(self, max_backlog: int) -> None:
+        """Make this store a tiered store's write-behind cache (lua/_cache.lua): a write to
+        a record it does not hold raises `Miss`, every change is also recorded in its shard's
+        outbox, and a write finding `max_backlog` changes unflushed there raises the
+        tree's Backpressure error."""
+        self.constants.update(OUTBOX=1, MAX_BACKLOG=max_backlog)
+        self.outbox = True
+        self._run = Runner(self.redis, self.scripts, self.constants, self._durability)
+
+    @writing
+    async def lease(self, key: str) -> bytes:
+        """Take the warm lease `key` of a record (lua/_cache.lua) before reading the durable
+        store's copy: a write that invalidates the record meanwhile removes the lease, and
+        the warm, finding it gone, writes nothing stale. Returns its token."""
+        token = os.urandom(8).hex().encode()
+        await self._command("SET", key, token, "PX", LEASE_MS)
+        return token
+
+    @writing
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        """Drop a record's keys (and its lease) from the cache: its next read warms it."""
+        await self._command("UNLINK", *keys)
 
     def _new_producer(self) -> None:
         """Retry dedup: this store's calls are numbered under a random producer id, apart
@@ -233,7 +263,7 @@ class RedisBacked:
         if isinstance(indexed, Exception):
             report["warnings"].append(f"the {self.index} could not be counted: {indexed}")
             indexed = None
-        settings = {name.lower(): value for name, value in self.constants.items()}
+        settings = {name.lower(): v for name, v in self.constants.items() if name != "OUTBOX"}
         return {
             **report,
             "prefix": self.prefix,
@@ -400,7 +430,7 @@ class RedisBacked:
         for key, found in zip(keys, found_types, strict=True):
             self._raise_for(key, [found])  # TYPE refused: the diagnosis cannot be made
         for key, found, expected in zip(keys, found_types, key_types(name, len(keys)), strict=True):
-            if found not in (b"none", expected.encode()):
+            if expected and found not in (b"none", expected.encode()):
                 return self.errors.corrupt(key, f"expected a {expected}, found a {found.decode()}")
         if "XADD" in str(exc):  # stream entries with ids this store did not write
             return self.errors.corrupt(keys[0], str(exc))

@@ -9,11 +9,12 @@ PersistenceError
 ├── TraceNotFound (also LookupError)        "trace_id … not found"
 ├── TraceCompleted                          "… is already completed and cannot …"
 ├── CircuitMismatch                         "… already exists for circuit …, got …"
-├── ConfigMismatch (Misconfigured)          a store opened with another shard count
+├── ConfigMismatch (Misconfigured)          another shard count, a newer schema, no driver
 ├── StoreUnavailable (Unavailable, ConnectionError)  unreachable, or no reply in time
 ├── PermissionDenied (Denied)               wrong credentials, or an ACL refused a command
 ├── StoreClosed (Closed)                    the store was closed
 ├── NotReplicated (Unreplicated)            applied, but not confirmed by `replicas` in time
+├── Backpressure (Overloaded)               a write-behind backlog is full; nothing written
 └── CorruptRecord (Corrupt)                 data in Redis that this store did not write
 
 A server's other refusals (out of memory, a script error) raise `PersistenceError` itself.
@@ -28,6 +29,7 @@ from .failures import (
     Denied,
     ErrorTree,
     Misconfigured,
+    Overloaded,
     Unavailable,
     Unreplicated,
 )
@@ -81,7 +83,8 @@ class CircuitMismatch(PersistenceError):
 
 
 class ConfigMismatch(PersistenceError, Misconfigured):
-    """The prefix was set up with another shard count; opening it would misplace keys."""
+    """The store cannot work as configured: a prefix set up with another shard count, a
+    database schema newer than this package, a database driver not installed."""
 
 
 class StoreUnavailable(PersistenceError, Unavailable):
@@ -109,6 +112,11 @@ class NotReplicated(PersistenceError, Unreplicated):
     `fsync`, not the disks) confirmed it within `replica_timeout`."""
 
 
+class Backpressure(PersistenceError, Overloaded):
+    """A tiered store's outbox holds `max_backlog` unflushed changes (the durable store is
+    down or slow): the write was not applied; retry it once the backlog drains."""
+
+
 TREE = ErrorTree(
     invalid=InvalidInput,
     unavailable=StoreUnavailable,
@@ -117,6 +125,7 @@ TREE = ErrorTree(
     corrupt=CorruptRecord,
     mismatch=ConfigMismatch,
     unreplicated=NotReplicated,
+    backpressure=Backpressure,
     refused=PersistenceError,
     base=PersistenceError,
 )

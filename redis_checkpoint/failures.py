@@ -13,6 +13,7 @@ contract's class, and a caller can also catch the neutral base (or the builtin b
     corrupt      Corrupt                       CorruptRecord            CorruptRecord
     mismatch     Misconfigured                 ConfigMismatch           ConfigMismatch
     unreplicated Unreplicated                  NotReplicated            NotReplicated
+    backpressure Overloaded                    Backpressure             Backpressure
     refused      (the tree's own base)         PersistenceError         BackendError
 """
 
@@ -61,6 +62,11 @@ class Unreplicated(Exception):
     retry is a new call: pass an idempotency key to make it safe)."""
 
 
+class Overloaded(Exception):
+    """A write-behind cache holds as many unflushed changes as it may (`max_backlog`): the
+    write was not applied. It can be retried once the flusher has caught up."""
+
+
 @dataclass(frozen=True)
 class ErrorTree:
     """One contract's class for each kind of failure, and validators raising its `invalid`."""
@@ -72,6 +78,7 @@ class ErrorTree:
     corrupt: type[Corrupt]
     mismatch: type[Misconfigured]
     unreplicated: type[Unreplicated]
+    backpressure: type[Overloaded]
     refused: type[Exception]
     base: type[Exception]
     check: Checks = field(init=False)

@@ -59,6 +59,9 @@ class TraceKeys:
     idempotency: str
     index: str
     expiry: str
+    outbox: str  # a write-behind cache's (lua/_cache.lua): the shard's outbox stream,
+    counter: str  # its counter,
+    lease: str  # and the trace's warm lease
 
     @classmethod
     def build(cls, prefix: str, shards: int, trace_id: str) -> TraceKeys:
@@ -83,6 +86,9 @@ class TraceKeys:
             idempotency=f"{base}:k",
             index=f"{tag}:traces",
             expiry=f"{tag}:expiry",
+            outbox=f"{tag}:outbox:t",
+            counter=f"{tag}:outbox:t:n",
+            lease=f"{base}:l",
         )
 
     @property
@@ -94,6 +100,16 @@ class TraceKeys:
     def script(self) -> tuple[str, ...]:
         """KEYS[1..6] of every trace script, in the order `lua/_trace.lua` names them."""
         return (*self.own, self.idempotency, self.index, self.expiry)
+
+    @property
+    def cached(self) -> tuple[str, ...]:
+        """KEYS[1..9] of a trace script a write-behind cache runs (lua/_trace.lua)."""
+        return (*self.script, self.outbox, self.counter, self.lease)
+
+    @property
+    def settled(self) -> tuple[str, str, str, str]:
+        """The keys lua/settle.lua arms the expiry of, the meta hash second."""
+        return (self.stream, self.meta, self.interventions, self.idempotency)
 
 
 _trace_keys = functools.lru_cache(maxsize=4096)(TraceKeys._build)
@@ -112,6 +128,9 @@ class WorkflowKeys:
     active: str
     parents: str
     timers: str
+    outbox: str  # a write-behind cache's (lua/_cache.lua): the shard's outbox stream,
+    counter: str  # its counter,
+    lease: str  # and the workflow's warm lease
 
     @classmethod
     @functools.lru_cache(maxsize=4096)
@@ -123,6 +142,9 @@ class WorkflowKeys:
             text,
             *(f"{base}:{suffix}" for suffix in "hmrc"),
             *(f"{tag}:{index}" for index in ("workflows", "active", "parents", "timers")),
+            outbox=f"{tag}:outbox:w",
+            counter=f"{tag}:outbox:w:n",
+            lease=f"{base}:l",
         )
 
     @property
@@ -134,6 +156,16 @@ class WorkflowKeys:
     def script(self) -> tuple[str, ...]:
         """KEYS[1..7] of `lua/append_events.lua`, in the order it names them."""
         return (*self.own, self.workflows, self.active, self.parents)
+
+    @property
+    def cached(self) -> tuple[str, ...]:
+        """KEYS[1..10] of `lua/append_events.lua` run by a tiered store's cache."""
+        return (*self.script, self.outbox, self.counter, self.lease)
+
+    @property
+    def settled(self) -> tuple[str, str, str, str]:
+        """The keys lua/settle.lua arms the expiry of, the meta hash second."""
+        return self.own
 
 
 def shard_tag(prefix: str, shard: int | str) -> str:
@@ -162,21 +194,24 @@ def wait_key(key: str) -> str:
 
 
 _TRACE_TYPES = ("stream", "hash", "list", "zset", "zset", "zset")  # TraceKeys.script
+_CACHE_TYPES = ("stream", "hash", "string")  # TraceKeys.cached, WorkflowKeys.cached
 SCRIPT_KEY_TYPES: dict[str, tuple[str, ...]] = {  # each script's KEYS, by the type kept there
-    "append": _TRACE_TYPES,
-    "resume": _TRACE_TYPES,
-    "complete": _TRACE_TYPES,
-    "save_intervention": _TRACE_TYPES,
-    "delete": _TRACE_TYPES,
-    "append_events": ("stream", "hash", "list", "set", "zset", "zset", "zset"),
+    "append": _TRACE_TYPES + _CACHE_TYPES,
+    "resume": _TRACE_TYPES + _CACHE_TYPES,
+    "complete": _TRACE_TYPES + _CACHE_TYPES,
+    "save_intervention": _TRACE_TYPES + _CACHE_TYPES,
+    "delete": _TRACE_TYPES + _CACHE_TYPES,
+    "warm": _TRACE_TYPES + _CACHE_TYPES,
+    "append_events": ("stream", "hash", "list", "set", "zset", "zset", "zset", *_CACHE_TYPES),
     "retire_timer": ("zset",),
     "put_package": ("hash", "hash", "hash"),
     "delete_package": ("hash", "hash"),
     "forget": ("hash",),  # then any number of sorted-set indexes
+    "settle": ("stream",),  # then four keys per record (TraceKeys or WorkflowKeys.settled)
 }
 
 
 def key_types(script: str, count: int) -> tuple[str, ...]:
-    """The types of the `count` KEYS of a call of `script`."""
+    """The types of the `count` KEYS of a call of `script` ("" where any type may be)."""
     types = SCRIPT_KEY_TYPES[script]
-    return types + ("zset",) * (count - len(types))
+    return (types + ("zset" if script == "forget" else "",) * count)[:count]

@@ -15,7 +15,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 from redis.asyncio import Redis, RedisCluster
 
-from .client import RedisBacked, reading, writing
+from .client import Miss, RedisBacked, reading, writing
 from .codec import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_ENVELOPE_BYTES,
@@ -45,13 +45,14 @@ from .models import (
     ResumeCursor,
     TraceSummary,
 )
+from .outbox import TraceSnapshot
 from .scripts import Reply
 
 log = logging.getLogger(__name__)
 
 _STEP = attrgetter("step")
 PAGE = 1000  # stream entries per read: no single command holds the server for long
-META_FIELDS = ("circuit", "version", "completion", "resumed", "n", "created")
+META_FIELDS = ("circuit", "version", "completion", "resumed", "n", "created", "ni", "o")
 DEFAULT_IDEMPOTENCY_WINDOW = 86_400.0
 
 
@@ -97,7 +98,10 @@ class RedisPersistenceStore(RedisBacked):
     """
 
     errors = TREE
-    scripts = ("append", "resume", "complete", "save_intervention", "delete", "forget")
+    scripts = (
+        *("append", "resume", "complete", "save_intervention", "delete", "forget"),
+        *("warm", "settle"),  # a tiered store's cache's
+    )
     index = "traces"
 
     def __init__(
@@ -160,10 +164,18 @@ class RedisPersistenceStore(RedisBacked):
         self, name: str, keys: TraceKeys, args: tuple[Any, ...], key: bytes = b""
     ) -> tuple[Reply, Any]:
         """Run a trace script; its common ARGV (see `lua/_trace.lua`) goes first."""
-        code, detail = await self._write(name, keys.script, (keys.raw_id, key, *args))
+        script_keys = keys.cached if self.outbox else keys.script
+        code, detail = await self._write(name, script_keys, (keys.raw_id, key, *args))
         if code == Reply.STALE:
             raise TREE.unavailable(
                 "a copy of this call arrived too late to tell whether it was applied"
+            )
+        if code == Reply.MISS:
+            raise Miss(keys.trace_id)
+        if code == Reply.BACKPRESSURE:
+            raise TREE.backpressure(
+                f"the outbox of trace {keys.trace_id}'s shard holds max_backlog="
+                f"{self.constants['MAX_BACKLOG']} unflushed changes: not applied; retry later"
             )
         return Reply(code), detail
 
@@ -212,9 +224,22 @@ class RedisPersistenceStore(RedisBacked):
 
         A snapshot: what was appended before the call started, read in pages of `PAGE`.
         """
-        keys = self.keys(trace_id)
+        return await self._load(self.keys(trace_id), probe=False)
+
+    @reading
+    async def cached_load(self, trace_id: str) -> PersistedTrace | None:
+        """`load` for a tiered store: None only if the cache knows there is no such trace
+        (a marker a warm left, or a delete).
+
+        Raises:
+            Miss: the cache does not hold the trace whole (it drops what a volatile-*
+                maxmemory policy left of it, and it is warmed again).
+        """
+        return await self._load(self.keys(trace_id), probe=True)
+
+    async def _load(self, keys: TraceKeys, probe: bool) -> PersistedTrace | None:
         for _ in range(3):
-            snapshot = await self._snapshot(keys)
+            snapshot = await self._snapshot(keys, probe)
             if snapshot is None:
                 return None
             meta, items, first = snapshot
@@ -222,8 +247,39 @@ class RedisPersistenceStore(RedisBacked):
                 entries = [entry async for page in self._pages(keys, meta, first) for entry in page]
             except _Changed:
                 continue
+            if probe:
+                await self._check_whole(keys, meta, len(items), len(entries))
             return self._trace(keys, meta, items, entries)
-        raise TREE.unavailable(f"trace {trace_id} kept being re-created while it was read")
+        raise TREE.unavailable(f"trace {keys.trace_id} kept being re-created while it was read")
+
+    async def _check_whole(
+        self, keys: TraceKeys, meta: dict[bytes, bytes], items: int, n: int
+    ) -> None:
+        """Raise Miss if the cache lost part of the trace (keys are evicted one by one)."""
+        if n == self._number(keys, meta, b"n") and items == self._number(keys, meta, b"ni"):
+            return
+        if b"o" in meta:  # only an allkeys-* maxmemory policy evicts a key without a TTL
+            raise TREE.corrupt(
+                keys.stream,
+                "the cache evicted part of a trace whose changes are not flushed yet: a "
+                "write-behind cache needs maxmemory-policy volatile-* or noeviction",
+            )
+        await self.invalidate(keys.cached)
+        raise Miss(keys.trace_id)
+
+    @writing
+    async def warm(self, trace_id: str, token: bytes, snapshot: TraceSnapshot | None) -> bool:
+        """Put the durable store's `snapshot` (None: it has no such trace) into the cache,
+        under the lease `token` (`lease`); False if a write invalidated the trace since."""
+        keys = self.keys(trace_id)
+        args: tuple[Any, ...] = (keys.raw_id, b"", token, b"")
+        if snapshot is not None:
+            s = snapshot
+            resumed = "" if s.resumed is None else s.resumed
+            head = (s.circuit, s.version, s.completion or "", resumed, s.created_ms, s.updated_ms)
+            args = (keys.raw_id, b"", token, *head, len(s.blobs), *s.blobs, *s.interventions)
+        code, _ = await self._write("warm", keys.cached, args)
+        return bool(code == Reply.OK)
 
     async def iter_events(self, trace_id: str) -> AsyncIterator[PersistenceEnvelope]:
         """The envelopes of a trace in append order, read in pages (bounded memory); none
@@ -253,18 +309,25 @@ class RedisPersistenceStore(RedisBacked):
                 yield envelope
 
     async def _snapshot(
-        self, keys: TraceKeys
+        self, keys: TraceKeys, probe: bool = False
     ) -> tuple[dict[bytes, bytes], list[bytes], Any] | None:
+        """The meta, interventions and first page of a trace, atomically; None if there is
+        no trace. `probe`: raise Miss if the meta hash does not exist (a tiered cache's)."""
         await self._configure(write=False)
-        commands = [
+        commands: list[tuple[Any, ...]] = [
             ("HMGET", keys.meta, *META_FIELDS),  # not the producers' dedup fields
             ("LRANGE", keys.interventions, 0, -1),
             ("XRANGE", keys.stream, "-", "+", "COUNT", PAGE),
         ]
+        if probe:
+            commands.append(("EXISTS", keys.meta))
         replies = await self._run.atomic(commands, self._call_deadline())
-        for key, reply in zip((keys.meta, keys.interventions, keys.stream), replies, strict=True):
+        read = (keys.meta, keys.interventions, keys.stream, keys.meta)
+        for key, reply in zip(read, replies, strict=False):
             self._raise_for(key, [reply])
-        values, items, first = replies
+        if probe and not replies[3]:
+            raise Miss(keys.trace_id)
+        values, items, first = replies[:3]
         meta = {field.encode(): v for field, v in zip(META_FIELDS, values, strict=True) if v}
         return (meta, items, first) if b"circuit" in meta else None  # else: no trace
 

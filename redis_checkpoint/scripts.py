@@ -33,6 +33,9 @@ class Reply(IntEnum):
     NOT_CONTIGUOUS = 5
     DUPLICATE = 6
     STALE = 7
+    MISS = 8  # a write-behind cache's (lua/_cache.lua)
+    BACKPRESSURE = 9
+    LEASE_LOST = 10
 
 
 def _lua_dir() -> Traversable:

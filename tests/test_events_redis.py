@@ -185,7 +185,7 @@ async def test_script_recognises_its_own_replayed_call(store: RedisEventStore) -
     wf = wid()
     keys = store.keys(wf)
     event = started(1, wf)
-    argv = (b"producer", 1, keys.workflow_id, 0, "", 1, "Started", 1, "checkout", "{}")
+    argv = (b"producer", 1, keys.workflow_id, 0, "", "", 1, "Started", 1, "checkout", "{}")
     assert await store._script("append_events", keys.script, argv) == [0, b"1"]
     assert await store._script("append_events", keys.script, argv) == [Reply.DUPLICATE, b""]
     with pytest.raises(SequenceConflict):  # a different call at the same head is a conflict

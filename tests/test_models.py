@@ -157,7 +157,8 @@ def test_both_trees_export_the_same_shared_failures() -> None:
     import redis_checkpoint.events as events
     from redis_checkpoint import failures
 
-    for name in ("PermissionDenied", "StoreClosed", "CorruptRecord", "ConfigMismatch"):
+    shared = ("PermissionDenied", "StoreClosed", "CorruptRecord", "ConfigMismatch", "Backpressure")
+    for name in shared:
         assert name in redis_checkpoint.__all__ and name in events.__all__
     pairs = [
         (redis_checkpoint.InvalidInput, events.InvalidArgument, failures.BadArgument),
@@ -165,6 +166,7 @@ def test_both_trees_export_the_same_shared_failures() -> None:
         (redis_checkpoint.PermissionDenied, events.PermissionDenied, failures.Denied),
         (redis_checkpoint.StoreClosed, events.StoreClosed, failures.Closed),
         (redis_checkpoint.CorruptRecord, events.CorruptRecord, failures.Corrupt),
+        (redis_checkpoint.Backpressure, events.Backpressure, failures.Overloaded),
     ]
     for ours, theirs, neutral in pairs:
         assert issubclass(ours, neutral) and issubclass(theirs, neutral)

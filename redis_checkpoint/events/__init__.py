@@ -3,6 +3,7 @@ chains, packages and visibility, on Aion's JSON wire form (`aion-store` 0.6.x)."
 
 from .errors import (
     BackendError,
+    Backpressure,
     ConfigMismatch,
     CorruptRecord,
     InvalidArgument,
@@ -106,6 +107,7 @@ from .records import (
     run_chain_from_history,
 )
 from .redis_store import RedisEventStore
+from .sql_store import PostgresEventStore, SqliteEventStore
 
 __all__ = [
     "EVENT_TYPES",
@@ -118,6 +120,7 @@ __all__ = [
     "ActivityScheduled",
     "ActivityStarted",
     "BackendError",
+    "Backpressure",
     "Bytes",
     "CatchUpPolicy",
     "ChildWorkflowCancelled",
@@ -148,6 +151,7 @@ __all__ = [
     "PackageVersion",
     "Payload",
     "PermissionDenied",
+    "PostgresEventStore",
     "ReadableEventStore",
     "RedisEventStore",
     "RunId",
@@ -168,6 +172,7 @@ __all__ = [
     "SerializationError",
     "SignalReceived",
     "SignalSent",
+    "SqliteEventStore",
     "StoreClosed",
     "StoreError",
     "StoreUnavailableError",

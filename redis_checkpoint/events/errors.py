@@ -8,8 +8,9 @@ StoreError
 │   ├── StoreUnavailableError (Unavailable, ConnectionError)   unreachable, or no reply in time
 │   ├── PermissionDenied (Denied)          wrong credentials, or an ACL refused a command
 │   ├── CorruptRecord (Corrupt)            a key of the wrong type, entries the store did not write
-│   ├── ConfigMismatch (Misconfigured)     a store opened with another shard count
-│   └── NotReplicated (Unreplicated)       applied, but not confirmed by `replicas` in time
+│   ├── ConfigMismatch (Misconfigured)     another shard count, a newer schema, no driver
+│   ├── NotReplicated (Unreplicated)       applied, but not confirmed by `replicas` in time
+│   └── Backpressure (Overloaded)          a write-behind backlog is full; nothing written
 ├── SerializationError    stored data that does not decode (events, ids, timestamps)
 ├── InvalidArgument (BadArgument, ValueError)   an argument the store cannot take; nothing written
 └── StoreClosed (Closed)  the store was closed
@@ -26,6 +27,7 @@ from ..failures import (
     Denied,
     ErrorTree,
     Misconfigured,
+    Overloaded,
     Unavailable,
     Unreplicated,
 )
@@ -81,12 +83,18 @@ class CorruptRecord(BackendError, Corrupt):
 
 
 class ConfigMismatch(BackendError, Misconfigured):
-    """The prefix was set up with another shard count; opening it would misplace keys."""
+    """The store cannot work as configured: a prefix set up with another shard count, a
+    database schema newer than this package, a database driver not installed."""
 
 
 class NotReplicated(BackendError, Unreplicated):
     """The append is applied on the primary, but fewer replicas than `replicas` (or, with
     `fsync`, not the disks) confirmed it within `replica_timeout`."""
+
+
+class Backpressure(BackendError, Overloaded):
+    """A tiered store's outbox holds `max_backlog` unflushed changes (the durable store is
+    down or slow): the append was not applied; retry it once the backlog drains."""
 
 
 class SerializationError(StoreError):
@@ -109,6 +117,7 @@ TREE = ErrorTree(
     corrupt=CorruptRecord,
     mismatch=ConfigMismatch,
     unreplicated=NotReplicated,
+    backpressure=Backpressure,
     refused=BackendError,
     base=StoreError,
 )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from ..client import RedisBacked, reading, writing
+from ..client import Miss, RedisBacked, reading, writing
 from ..keys import WorkflowKeys, shard_keys
 from ..scripts import Reply
 from . import arguments
@@ -53,11 +53,14 @@ class Histories(RedisBacked):
         wf, batch, expected = arguments.append(token, workflow_id, events, expected_seq)
         keys = self.keys(wf)
         error = arguments.contiguity_error(batch, expected)
-        args: list[Any] = [keys.workflow_id, expected, error or ""]
-        for event in () if error else batch:
-            kind, extra = projection_fields(event)
-            args += (event.seq, kind, micros(event.recorded_at), extra, arguments.stored(event))
-        code, detail = await self._write("append_events", keys.script, args)
+        code, detail = await self._append(keys, expected, error, () if error else batch, b"")
+        if code == Reply.MISS:
+            raise Miss(keys.workflow_id)
+        if code == Reply.BACKPRESSURE:
+            raise TREE.backpressure(
+                f"the outbox of workflow {keys.workflow_id}'s shard holds max_backlog="
+                f"{self.constants['MAX_BACKLOG']} unflushed changes: not applied; retry later"
+            )
         if code == Reply.STALE:
             raise TREE.unavailable("a copy of this append arrived too late to tell its outcome")
         if code == Reply.CONFLICT:
@@ -66,6 +69,55 @@ class Histories(RedisBacked):
             raise SequenceConflict(expected, found)
         if code == Reply.NOT_CONTIGUOUS:
             raise BackendError(detail.decode())
+
+    async def _append(
+        self,
+        keys: WorkflowKeys,
+        expected: int,
+        error: str | None,
+        batch: Sequence[EventBase],
+        warm: bytes,
+    ) -> tuple[int, Any]:
+        """One call of lua/append_events.lua (`warm`: a lease token, for a tiered cache)."""
+        args: list[Any] = [keys.workflow_id, expected, error or "", warm]
+        for event in batch:
+            kind, extra = projection_fields(event)
+            args += (event.seq, kind, micros(event.recorded_at), extra, arguments.stored(event))
+        script_keys = keys.cached if self.outbox or warm else keys.script
+        code, detail = await self._write("append_events", script_keys, args)
+        return code, detail
+
+    @writing
+    async def warm(self, workflow_id: UUID, token: bytes, history: Sequence[EventBase]) -> bool:
+        """Put the durable store's `history` of a workflow into a tiered store's cache
+        under the lease `token` (`lease`); False if a write invalidated it since."""
+        code, _ = await self._append(self.keys(workflow_id), 0, None, history, token)
+        return bool(code == Reply.OK)
+
+    @reading
+    async def cached_history(self, workflow_id: UUID, from_seq: int) -> list[EventBase]:
+        """`read_history_from` for a tiered store.
+
+        Raises:
+            Miss: the cache does not hold the workflow whole (it drops what a volatile-*
+                maxmemory policy left of it, and it is warmed again).
+        """
+        keys = self.keys(workflow_id)
+        start = max(arguments.seq(from_seq, "from_seq"), 1)
+        commands = [("HMGET", keys.meta, "head", "o", "absent"), ("XLEN", keys.history)]
+        commands.append(("XRANGE", keys.history, f"0-{start}", "+"))
+        (head, dirty, absent), length, entries = await self._run.atomic(
+            commands, self._call_deadline()
+        )
+        self._raise_for(keys.history, [length, entries])
+        if head is None and absent is None:
+            raise Miss(keys.workflow_id)
+        if length != int(head or 0):
+            if dirty is not None:  # only an allkeys-* maxmemory policy evicts these keys
+                raise TREE.corrupt(keys.history, "unflushed events were evicted from the cache")
+            await self.invalidate(keys.cached)
+            raise Miss(keys.workflow_id)
+        return self._decode_entries(keys, workflow_id, entries)
 
     @reading
     async def read_history(self, workflow_id: UUID) -> list[EventBase]:
@@ -87,6 +139,11 @@ class Histories(RedisBacked):
         if limit is not None:
             command += ("COUNT", arguments.limit(limit))
         [entries] = await self._commands([command])
+        return self._decode_entries(keys, workflow_id, entries)
+
+    def _decode_entries(
+        self, keys: WorkflowKeys, workflow_id: UUID, entries: list[Any]
+    ) -> list[EventBase]:
         try:  # the whole history in one comprehension: this is its hot loop
             return [
                 decode_event(value, int(entry_id[2:]), workflow_id)

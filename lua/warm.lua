@@ -1,0 +1,30 @@
+-- uses: _common _cache _trace
+-- warm: put the durable store's copy of a trace into the cache, if the cache holds none and
+-- the lease taken before the durable store was read still stands (see _cache.lua).
+-- KEYS and ARGV[1..4]: see _trace.lua (all nine KEYS).   ARGV[5] the lease's token
+-- ARGV[6] circuit ('' = the durable store has no such trace)   ARGV[7] schematic_version
+-- ARGV[8] completion ('' = none)   ARGV[9] resumed ('' = none)   ARGV[10] created ms
+-- ARGV[11] updated ms   ARGV[12] envelope count k   ARGV[13..12+k] envelopes, then the
+-- interventions, all in append order
+-- Returns {OK, ''}, or {LEASE_LOST, ''} when a write invalidated the trace meanwhile.
+local refused = warm_refusal(meta, lease, ARGV[5])
+if refused then return refused end
+redis.call('DEL', stream, interventions, idem_keys) -- what a partial eviction left
+if ARGV[6] == '' then
+  redis.call('HSET', meta, 'absent', 1)
+  redis.call('PEXPIRE', meta, ABSENT_MS)
+  return {OK, ''}
+end
+local k = tonumber(ARGV[12])
+for i = 1, k do redis.call('XADD', stream, '0-' .. i, 'e', ARGV[12 + i]) end
+for i = 13 + k, #ARGV do redis.call('RPUSH', interventions, ARGV[i]) end
+redis.call('HSET', meta, 'circuit', ARGV[6], 'version', ARGV[7], 'n', k, 'ni', #ARGV - 12 - k,
+  'created', ARGV[10], 'updated', ARGV[11])
+if ARGV[8] ~= '' then redis.call('HSET', meta, 'completion', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', meta, 'resumed', ARGV[9]) end
+local keep = (ARGV[8] ~= '' and completed_ttl > 0) and completed_ttl or ttl
+index(keep)
+if keep > 0 then
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], keep) end
+end
+return {OK, ''}
