@@ -113,7 +113,7 @@ def _operation(method: Method[S, P, R], write: bool) -> Method[S, P, R]:
             async with asyncio.timeout_at(deadline):
                 return await method(self, *args, **kwargs)
         except Exception as exc:
-            if isinstance(exc, self.errors.base):
+            if isinstance(exc, self.errors.base | Miss):
                 raise
             raise self._translate(exc, write) from exc
         finally:
@@ -243,7 +243,7 @@ class RedisBacked:
             async with asyncio.timeout_at(deadline):
                 yield
         except Exception as exc:
-            if isinstance(exc, self.errors.base):
+            if isinstance(exc, self.errors.base | Miss):
                 raise
             raise self._translate(exc, write) from exc
         finally:

@@ -207,6 +207,7 @@ SCRIPT_KEY_TYPES: dict[str, tuple[str, ...]] = {  # each script's KEYS, by the t
     "put_package": ("hash", "hash", "hash"),
     "delete_package": ("hash", "hash"),
     "forget": ("hash",),  # then any number of sorted-set indexes
+    "take": ("stream",),
     "settle": ("stream",),  # then four keys per record (TraceKeys or WorkflowKeys.settled)
 }
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
+from .codec import decode_envelope, decode_intervention
 from .events.models import EventBase
+from .models import CompletionState, PersistedTrace
 from .sql import Database, Tx
 
 
@@ -88,6 +90,19 @@ class TraceSnapshot:
     updated_ms: int
     blobs: list[bytes]
     interventions: list[bytes]
+
+    def trace(self) -> PersistedTrace:
+        """The trace as `load` returns it: events sorted by step, ties in append order."""
+        events = [decode_envelope(blob, self.trace_id, self.circuit) for blob in self.blobs]
+        return PersistedTrace(
+            trace_id=self.trace_id,
+            circuit=self.circuit,
+            schematic_version=self.version,
+            events=sorted(events, key=lambda e: e.step),
+            interventions=[decode_intervention(blob) for blob in self.interventions],
+            resumed_from_step=self.resumed,
+            completion=None if self.completion is None else CompletionState(self.completion),
+        )
 
 
 class DurableTraces(Protocol):

@@ -100,7 +100,7 @@ class RedisPersistenceStore(RedisBacked):
     errors = TREE
     scripts = (
         *("append", "resume", "complete", "save_intervention", "delete", "forget"),
-        *("warm", "settle"),  # a tiered store's cache's
+        *("warm", "settle", "take"),  # a tiered store's cache's
     )
     index = "traces"
 

@@ -44,7 +44,7 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
     """
 
     errors = TREE
-    scripts = ("append_events", "retire_timer", "put_package", "delete_package", "forget", "settle")
+    scripts = ("append_events", "retire_timer", "put_package", "delete_package", "forget", "settle", "take")
     index = "workflows"
 
     def __init__(

@@ -1,0 +1,32 @@
+-- take: the entries of an outbox a flusher applies next: its own pending ones (a batch it
+-- could not apply yet), else entries idle over CLAIM_MS in another flusher's hands (it
+-- crashed or stalled: XAUTOCLAIM), else new ones. A script, so that the call goes to the
+-- outbox's cluster node (its key is KEYS[1]) and the consumer group is made on first use.
+-- KEYS[1] outbox stream   ARGV[1] consumer group   ARGV[2] consumer   ARGV[3] count
+-- ARGV[4] claim idle ms
+-- Returns entries as XRANGE does ({id, {field, value, ...}}, ...), oldest first.
+local box, group, me, count, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', box) == 0 then return {} end
+redis.pcall('XGROUP', 'CREATE', box, group, '0') -- BUSYGROUP once it exists
+
+-- Entries deleted since they were delivered (another flusher settled them) come back
+-- without fields: acknowledge them and leave them out.
+local function live(entries)
+  local found = {}
+  for _, entry in ipairs(entries) do
+    if entry[2] then
+      found[#found + 1] = entry
+    else
+      redis.call('XACK', box, group, entry[1])
+    end
+  end
+  return found
+end
+
+local mine = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '0')
+local entries = mine and mine[1] and live(mine[1][2]) or {}
+if #entries > 0 then return entries end
+entries = redis.call('XAUTOCLAIM', box, group, me, idle, '0-0', 'COUNT', count)[2]
+if #entries > 0 then return live(entries) end
+local new = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '>')
+return new and new[1] and new[1][2] or {}

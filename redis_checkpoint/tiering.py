@@ -1,0 +1,221 @@
+"""What both tiered stores share: a Redis store as the cache in front of a durable store, in
+one of two modes, with the read path, the warm under a lease, the write paths and the
+flusher's lifecycle written once.
+
+write-behind: a write is acknowledged once Redis has it; the same script records the change
+in its shard's outbox (lua/_cache.lua) and a flusher applies it to the durable store. A
+write to a record the cache does not hold warms it first, so the contract's checks always
+see the whole record. The durable store lags: listings first wait for the backlog that was
+acknowledged before them (`flush`), and a read the cache cannot answer fails rather than
+return less than was acknowledged.
+
+write-through: a write commits to the durable store, then drops the record from the cache;
+the next read warms it. A cache that cannot be reached degrades to the durable store: reads
+go there, and a write whose drop failed is remembered and dropped again before this process
+reads that record from the cache.
+
+A read that misses takes the record's lease, reads the durable store, and warms the cache
+only if the lease still stands: a write that invalidated the record meanwhile removed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from .client import Miss, RedisBacked
+from .failures import Closed, Unavailable
+from .flusher import Changes, Durable, Flusher
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MODES = ("write-behind", "write-through")
+WARM_ATTEMPTS = 5  # a write that keeps finding its record evicted again gives up
+
+
+class Tiered:
+    """The shared part of `TieredPersistenceStore` and `TieredEventStore`.
+
+    Args:
+        cache: the Redis store in front (its ttl / completed_ttl evict from Redis only).
+        durable: the store behind (the PostgreSQL or SQLite store of the contract).
+        mode: "write-behind" or "write-through".
+        max_backlog: write-behind: the most unflushed changes one shard's outbox holds; a
+            write beyond raises Backpressure.
+        flusher: write-behind: run a flusher in this process while the store is open
+            (`async with`); False when `redis-checkpoint flush` runs elsewhere.
+        batch, claim_idle: the flusher's (see `Flusher`).
+    """
+
+    def __init__(
+        self,
+        cache: RedisBacked,
+        durable: Durable,
+        changes: Changes,
+        *,
+        mode: str,
+        max_backlog: int,
+        flusher: bool,
+        batch: int,
+        claim_idle: float,
+    ) -> None:
+        errors = cache.errors
+        if mode not in MODES:
+            raise errors.invalid(f"mode must be 'write-behind' or 'write-through', got {mode!r}")
+        if not isinstance(flusher, bool):
+            raise errors.invalid(f"flusher must be True or False, got {flusher!r}")
+        self.cache, self.durable, self.mode = cache, durable, mode
+        self.errors = errors
+        self.behind = mode == "write-behind"
+        self.flusher = Flusher(cache, durable, changes, batch=batch, claim_idle=claim_idle)
+        if self.behind:
+            cache.write_behind(errors.check.integer(max_backlog, "max_backlog", 1))
+        self._run_flusher = flusher and self.behind
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stale: dict[str, tuple[str, ...]] = {}  # write-through drops still to make
+
+    async def __aenter__(self) -> Self:
+        await self.durable.__aenter__()  # type: ignore[attr-defined]
+        await self.cache.__aenter__()
+        if self._run_flusher and self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self.flusher.run(self._stop), name="flusher")
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the in-process flusher and close both stores (unflushed changes stay in
+        the outboxes for the next flusher)."""
+        if self._task is not None:
+            self._stop.set()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.cache.aclose()
+        await self.durable.aclose()  # type: ignore[attr-defined]
+
+    async def flush(self, wait: float = 30.0) -> None:
+        """Return once every change acknowledged before the call is durable (write-behind;
+        write-through has nothing to flush). Runs flusher passes itself meanwhile.
+
+        Raises:
+            StoreUnavailable (StoreUnavailableError for events): not done within `wait`
+                seconds (the durable store is down, say); the changes wait in the outboxes.
+        """
+        if not self.behind:
+            return
+        seconds = self.errors.check.seconds(wait, "wait")
+        marks = await self.flusher.marks()
+        try:
+            async with asyncio.timeout(seconds):
+                while marks := await self.flusher.pending(marks):
+                    try:
+                        applied = await self.flusher.run_once()
+                    except self.errors.unavailable as exc:
+                        log.info("flush waits for the durable store: %s", exc)
+                        applied = 0
+                    if not applied:
+                        await asyncio.sleep(0.05)
+        except TimeoutError:
+            backlog = await self.flusher.backlog()
+            raise self.errors.unavailable(
+                f"flush: {len(marks)} outbox(es) not flushed within {seconds:g}s; "
+                f"{backlog.changes} change(s) wait for the durable store"
+            ) from None
+
+    async def check(self) -> dict[str, Any]:
+        """Both stores' reports, and the write-behind backlog: `backlog` (changes not yet
+        durable) and `lag` (seconds the oldest has waited, None when there is none)."""
+        report: dict[str, Any] = {"mode": self.mode}
+        report["cache"] = await self.cache.check()
+        report["durable"] = await self.durable.check()  # type: ignore[attr-defined]
+        if self.behind:
+            backlog = await self.flusher.backlog()
+            report |= {"backlog": backlog.changes, "lag": backlog.lag}
+            if backlog.lag is not None and backlog.lag > 60:
+                report["cache"]["warnings"].append(
+                    f"the oldest unflushed change is {backlog.lag:.0f}s old: is a flusher running?"
+                )
+        return report
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def _read(
+        self,
+        record: str,
+        cached: Callable[[], Awaitable[T]],
+        durable: Callable[[], Awaitable[T]],
+        warm: Callable[[bytes, T], Awaitable[bool]],
+        lease: str,
+    ) -> T:
+        """A read: the cache's answer; on a miss the durable store's, warmed into the cache
+        under `lease`. Write-through reads the durable store while Redis is unreachable."""
+        if record in self._stale:  # a write-through drop that failed: make it first
+            await self._drop(record, self._stale[record])
+            if record in self._stale:
+                return await durable()
+        try:
+            return await cached()
+        except Miss:
+            pass
+        except Unavailable:
+            if self.behind:  # the durable store may lag: it cannot answer for the cache
+                raise
+            log.warning("cache unreachable: reading %s from the durable store", record)
+            return await durable()
+        token = await self.cache.lease(lease)
+        value = await durable()
+        await warm(token, value)  # lost the lease: a write came since; the value stands
+        return value
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def _write(
+        self,
+        record: str,
+        cached: Callable[[], Awaitable[T]],
+        durable: Callable[[], Awaitable[T]],
+        warm: Callable[[], Awaitable[Any]],
+        drop: tuple[str, ...],
+    ) -> T:
+        """A write: write-behind to the cache (warming the record first if it misses),
+        write-through to the durable store, then a drop of the record's cached copy."""
+        if not self.behind:
+            result = await durable()
+            await self._drop(record, drop)
+            return result
+        for _ in range(WARM_ATTEMPTS):
+            try:
+                return await cached()
+            except Miss:
+                await warm()
+        raise self.errors.unavailable(f"{record} was evicted again each time it was warmed")
+
+    async def _warm(
+        self,
+        lease: str,
+        durable: Callable[[], Awaitable[T]],
+        warm: Callable[[bytes, T], Awaitable[bool]],
+    ) -> None:
+        token = await self.cache.lease(lease)
+        await warm(token, await durable())
+
+    async def _drop(self, record: str, keys: tuple[str, ...]) -> None:
+        """Drop a record's cached copy after a write-through commit; if Redis cannot be
+        reached, remember it (this process drops it before it next reads the record)."""
+        try:
+            await self.cache.invalidate(keys)
+        except (Unavailable, Closed) as exc:
+            if isinstance(exc, Closed):
+                raise
+            self._stale[record] = keys
+            log.warning("cache unreachable: %s stays to be dropped (%s)", record, exc)
+        else:
+            self._stale.pop(record, None)
