@@ -109,26 +109,35 @@ class Database(ABC):
         async with self._starting:
             if self._started:
                 return
+            if self._closed:  # else a store closed before its first call would connect
+                raise self.errors.closed(f"the store on {self.where} is closed")
             await self._connect()
-            async with self.transaction(write=True) as tx:
-                await self._serialize_ddl(tx)
-                for statement in SCHEMA_DDL:
-                    await tx.execute(statement)
-                row = await tx.fetchrow("SELECT version FROM rc_schema WHERE part = $1", part)
-                if row is not None and row[0] > SCHEMA_VERSION:
-                    raise self.errors.mismatch(
-                        f"the {part} schema in {self.where} is version {row[0]}; this package "
-                        f"reads up to version {SCHEMA_VERSION}: upgrade redis-checkpoint"
-                    )
-                if row is None:
-                    for statement in ddl:
-                        await tx.execute(statement)
-                    await tx.execute(
-                        "INSERT INTO rc_schema (part, version) VALUES ($1, $2)",
-                        part,
-                        SCHEMA_VERSION,
-                    )
+            try:
+                await self._create(part, ddl)
+            except BaseException:  # the next call connects again: this pool must not leak
+                await self._disconnect()
+                raise
             self._started = True
+
+    async def _create(self, part: str, ddl: Sequence[str]) -> None:
+        async with self.transaction(write=True) as tx:
+            await self._serialize_ddl(tx)
+            for statement in SCHEMA_DDL:
+                await tx.execute(statement)
+            row = await tx.fetchrow("SELECT version FROM rc_schema WHERE part = $1", part)
+            if row is not None and row[0] > SCHEMA_VERSION:
+                raise self.errors.mismatch(
+                    f"the {part} schema in {self.where} is version {row[0]}; this package "
+                    f"reads up to version {SCHEMA_VERSION}: upgrade redis-checkpoint"
+                )
+            if row is None:
+                for statement in ddl:
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO rc_schema (part, version) VALUES ($1, $2)",
+                    part,
+                    SCHEMA_VERSION,
+                )
 
     @asynccontextmanager
     async def transaction(self, write: bool) -> AsyncIterator[Tx]:
@@ -264,7 +273,13 @@ class _Postgres(Database):
     async def _transaction(self, write: bool) -> AsyncIterator[Tx]:
         if self._pool is None:
             raise self.errors.closed(f"the store on {self.where} is not started")
-        async with self._pool.acquire() as conn, conn.transaction(readonly=not write):
+        # A read sees one snapshot through all its statements (the trace row, then its
+        # envelopes); a read-only repeatable-read transaction never fails to serialize.
+        isolation = "read_committed" if write else "repeatable_read"
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation=isolation, readonly=not write),
+        ):
             yield _PgTx(conn)
 
     async def _serialize_ddl(self, tx: Tx) -> None:
