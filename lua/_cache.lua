@@ -52,12 +52,12 @@ local function hold(meta, keys, change, keep_ms)
   redis.call('HSET', meta, 'o', change, 'x', keep_ms)
 end
 
--- Before a warm writes the durable store's copy: nil to go on, else the reply. A record
--- already in the cache wins (a warm or a write got there first); a lease that is not
--- `token` any more means a write invalidated the record since the durable store was read.
-local function warm_refusal(meta, lease, token)
-  if redis.call('EXISTS', meta) == 1 then return {OK, ''} end
-  if redis.call('GET', lease) ~= token then return {LEASE_LOST, ''} end
+-- Before a warm writes the durable store's copy: nil to go on, else the reply (nothing
+-- written). A cache that holds the record whole (`holds`) wins: a warm or a write got there
+-- first. A lease that is not `token` any more means a write invalidated the record since
+-- the durable store was read.
+local function warm_refusal(holds, lease, token)
+  if holds or redis.call('GET', lease) ~= token then return {LEASE_LOST, ''} end
   redis.call('DEL', lease)
   return nil
 end

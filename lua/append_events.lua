@@ -21,22 +21,28 @@ local box, counter, lease = KEYS[8], KEYS[9], KEYS[10]
 local producer, call, wf, expected = 'p' .. ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, contiguity, warm = COMPLETED_TTL_MS, ARGV[5], ARGV[6] -- the store's setting: a constant
 local logged = OUTBOX == 1 and warm == '' -- a write-behind write: the change goes to the outbox
+
+-- A cache: whether it holds the workflow whole; a part left by a volatile-* maxmemory
+-- policy (it evicts keys one by one) of one with nothing to flush (no field o) is dropped.
+local function holds()
+  local c = redis.call('HMGET', meta, 'head', 'o', 'absent')
+  if c[2] or c[3] or (c[1] and redis.call('XLEN', history) == tonumber(c[1])) then
+    return true
+  end
+  redis.call('DEL', history, meta, runs, children)
+  return false
+end
+
 if warm ~= '' then
-  local refused = warm_refusal(meta, lease, warm)
+  local refused = warm_refusal(holds(), lease, warm)
   if refused then return refused end
-  redis.call('DEL', history, runs, children) -- what a partial eviction left
   if #ARGV == 6 then -- the durable store has no such workflow either
     redis.call('HSET', meta, 'absent', 1)
     redis.call('PEXPIRE', meta, ABSENT_MS)
     return {OK, '0'}
   end
-elseif logged then -- the cache must hold the workflow whole: see _trace.lua's cache_holds
-  local c = redis.call('HMGET', meta, 'head', 'o', 'absent')
-  if not (c[1] or c[2] or c[3]) then return {MISS, ''} end
-  if not c[2] and redis.call('XLEN', history) ~= (tonumber(c[1]) or 0) then
-    redis.call('DEL', history, meta, runs, children)
-    return {MISS, ''}
-  end
+elseif logged and not holds() then
+  return {MISS, ''}
 end
 local m = redis.call('HMGET', meta, 'head', producer)
 local replay, state = dedup(m[2], call), m[2]

@@ -1,5 +1,5 @@
 -- take: the entries of an outbox a flusher applies next: its own pending ones (a batch it
--- could not apply yet), else entries idle over CLAIM_MS in another flusher's hands (it
+-- could not apply yet) with those idle over ARGV[4] ms in another flusher's hands (it
 -- crashed or stalled: XAUTOCLAIM), else new ones. A script, so that the call goes to the
 -- outbox's cluster node (its key is KEYS[1]) and the consumer group is made on first use.
 -- KEYS[1] outbox stream   ARGV[1] consumer group   ARGV[2] consumer   ARGV[3] count
@@ -23,10 +23,11 @@ local function live(entries)
   return found
 end
 
+-- Idle entries of other flushers become this one's, then all of its own come in id order:
+-- a batch it holds may wait on changes before it that another flusher held.
+redis.call('XAUTOCLAIM', box, group, me, idle, '0-0', 'COUNT', count)
 local mine = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '0')
 local entries = mine and mine[1] and live(mine[1][2]) or {}
 if #entries > 0 then return entries end
-entries = redis.call('XAUTOCLAIM', box, group, me, idle, '0-0', 'COUNT', count)[2]
-if #entries > 0 then return live(entries) end
 local new = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '>')
 return new and new[1] and new[1][2] or {}

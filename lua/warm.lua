@@ -6,8 +6,9 @@
 -- ARGV[8] completion ('' = none)   ARGV[9] resumed ('' = none)   ARGV[10] created ms
 -- ARGV[11] updated ms   ARGV[12] envelope count k   ARGV[13..12+k] envelopes, then the
 -- interventions, all in append order
--- Returns {OK, ''}, or {LEASE_LOST, ''} when a write invalidated the trace meanwhile.
-local refused = warm_refusal(meta, lease, ARGV[5])
+-- Returns {OK, ''}, or {LEASE_LOST, ''} when it wrote nothing: the cache holds the trace
+-- (warmed or written meanwhile), or a write invalidated it since the lease was taken.
+local refused = warm_refusal(cache_holds(), lease, ARGV[5])
 if refused then return refused end
 redis.call('DEL', stream, interventions, idem_keys) -- what a partial eviction left
 if ARGV[6] == '' then

@@ -62,7 +62,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
 _DENIED = (AuthenticationError, AuthorizationError, NoPermissionError)
 _TRANSIENT = (ReadOnlyError, ClusterDownError, TryAgainError)  # failover, resharding
-LEASE_MS = 10_000  # a warm's read of the durable store must end within it
+LEASE_MS = 5_000  # a warm's read of the durable store must end within it
 
 
 class Miss(Exception):
@@ -176,13 +176,14 @@ class RedisBacked:
         self._run = Runner(self.redis, self.scripts, self.constants, self._durability)
 
     @writing
-    async def lease(self, key: str) -> bytes:
+    async def lease(self, key: str) -> bytes | None:
         """Take the warm lease `key` of a record (lua/_cache.lua) before reading the durable
         store's copy: a write that invalidates the record meanwhile removes the lease, and
-        the warm, finding it gone, writes nothing stale. Returns its token."""
+        the warm, finding it gone, writes nothing stale. Returns its token, or None if
+        another caller holds it (and is warming the record)."""
         token = os.urandom(8).hex().encode()
-        await self._command("SET", key, token, "PX", LEASE_MS)
-        return token
+        taken = await self._command("SET", key, token, "NX", "PX", LEASE_MS)
+        return token if taken else None
 
     @writing
     async def invalidate(self, keys: Sequence[str]) -> None:

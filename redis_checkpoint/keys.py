@@ -138,10 +138,12 @@ class WorkflowKeys:
         text = str(workflow_id)
         tag = shard_tag(prefix, shard_of(text.encode(), shards))
         base = f"{tag}:w:{text}"
+        history, meta, runs, children = (f"{base}:{suffix}" for suffix in "hmrc")
+        workflows, active, parents, timers = (
+            f"{tag}:{index}" for index in ("workflows", "active", "parents", "timers")
+        )
         return cls(
-            text,
-            *(f"{base}:{suffix}" for suffix in "hmrc"),
-            *(f"{tag}:{index}" for index in ("workflows", "active", "parents", "timers")),
+            *(text, history, meta, runs, children, workflows, active, parents, timers),
             outbox=f"{tag}:outbox:w",
             counter=f"{tag}:outbox:w:n",
             lease=f"{base}:l",

@@ -232,8 +232,8 @@ class RedisPersistenceStore(RedisBacked):
         (a marker a warm left, or a delete).
 
         Raises:
-            Miss: the cache does not hold the trace whole (it drops what a volatile-*
-                maxmemory policy left of it, and it is warmed again).
+            Miss: the cache does not hold the trace whole (a volatile-* maxmemory policy
+                evicts keys one by one: the warm drops what is left).
         """
         return await self._load(self.keys(trace_id), probe=True)
 
@@ -264,13 +264,13 @@ class RedisPersistenceStore(RedisBacked):
                 "the cache evicted part of a trace whose changes are not flushed yet: a "
                 "write-behind cache needs maxmemory-policy volatile-* or noeviction",
             )
-        await self.invalidate(keys.cached)
-        raise Miss(keys.trace_id)
+        raise Miss(keys.trace_id)  # the warm drops what is left, if it still is
 
     @writing
     async def warm(self, trace_id: str, token: bytes, snapshot: TraceSnapshot | None) -> bool:
         """Put the durable store's `snapshot` (None: it has no such trace) into the cache,
-        under the lease `token` (`lease`); False if a write invalidated the trace since."""
+        under the lease `token` (`lease`). False if it wrote nothing: the cache holds the
+        trace whole (warmed or written since), or a write invalidated it since."""
         keys = self.keys(trace_id)
         args: tuple[Any, ...] = (keys.raw_id, b"", token, b"")
         if snapshot is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from .errors import TREE
+from .errors import TREE, InvalidEnvelope
 from .keys import TraceKeys, shard_keys
 from .models import (
     CompletionState,
@@ -112,10 +112,12 @@ class TieredPersistenceStore(Tiered):
     def _dropped(self, keys: TraceKeys) -> tuple[str, ...]:
         return (keys.stream, keys.meta, keys.interventions, keys.idempotency, keys.lease)
 
-    async def _warm_trace(self, trace_id: str) -> None:
+    async def _warm_trace(self, trace_id: str) -> bool:
         keys = self._keys(trace_id)
         snapshot, warm = self.durable.snapshot, self.cache.warm
-        await self._warm(keys.lease, lambda: snapshot(trace_id), lambda t, s: warm(trace_id, t, s))
+        return await self._warm(
+            keys.lease, lambda: snapshot(trace_id), lambda t, s: warm(trace_id, t, s)
+        )
 
     async def _trace_write(self, trace_id: str, cached: Any, durable: Any) -> Any:
         keys = self._keys(trace_id)
@@ -136,7 +138,10 @@ class TieredPersistenceStore(Tiered):
         items = TREE.check.items(envelopes, "envelopes")
         if not items:
             return
-        trace_id = TREE.check.instance(items[0], PersistenceEnvelope, "envelopes[0]").trace_id
+        first = items[0]
+        if not isinstance(first, PersistenceEnvelope):
+            raise InvalidEnvelope(f"expected a PersistenceEnvelope, got {type(first).__name__}")
+        trace_id = first.trace_id
         await self._trace_write(
             trace_id,
             lambda: self.cache.append_many(items, idempotency_key),

@@ -33,7 +33,6 @@ from .flusher import Changes, Durable, Flusher
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MODES = ("write-behind", "write-through")
-WARM_ATTEMPTS = 5  # a write that keeps finding its record evicted again gives up
 
 
 class Tiered:
@@ -132,18 +131,27 @@ class Tiered:
 
     async def check(self) -> dict[str, Any]:
         """Both stores' reports, and the write-behind backlog: `backlog` (changes not yet
-        durable) and `lag` (seconds the oldest has waited, None when there is none)."""
-        report: dict[str, Any] = {"mode": self.mode}
-        report["cache"] = await self.cache.check()
-        report["durable"] = await self.durable.check()  # type: ignore[attr-defined]
+        durable) and `lag` (seconds the oldest has waited, None when there is none).
+        `warnings` gathers both stores' and the tier's; a durable store that cannot be
+        reached is one of them, not a failure."""
+        cache = await self.cache.check()
+        report: dict[str, Any] = {"mode": self.mode, "cache": cache}
+        warnings: list[str] = list(cache.get("warnings", []))
+        try:
+            durable = await self.durable.check()  # type: ignore[attr-defined]
+        except Unavailable as exc:
+            durable = {"error": str(exc)}
+            warnings.append(f"the durable store cannot be reached: {exc}")
+        report["durable"] = durable
+        warnings += durable.get("warnings", [])
         if self.behind:
             backlog = await self.flusher.backlog()
             report |= {"backlog": backlog.changes, "lag": backlog.lag}
             if backlog.lag is not None and backlog.lag > 60:
-                report["cache"]["warnings"].append(
+                warnings.append(
                     f"the oldest unflushed change is {backlog.lag:.0f}s old: is a flusher running?"
                 )
-        return report
+        return report | {"warnings": warnings}
 
     # -- reads ------------------------------------------------------------------------
 
@@ -156,24 +164,38 @@ class Tiered:
         lease: str,
     ) -> T:
         """A read: the cache's answer; on a miss the durable store's, warmed into the cache
-        under `lease`. Write-through reads the durable store while Redis is unreachable."""
+        under `lease` (or, if another caller is warming it, the cache's once it has).
+        Write-through reads the durable store while Redis is unreachable."""
         if record in self._stale:  # a write-through drop that failed: make it first
             await self._drop(record, self._stale[record])
             if record in self._stale:
                 return await durable()
-        try:
-            return await cached()
-        except Miss:
-            pass
-        except Unavailable:
-            if self.behind:  # the durable store may lag: it cannot answer for the cache
-                raise
-            log.warning("cache unreachable: reading %s from the durable store", record)
-            return await durable()
-        token = await self.cache.lease(lease)
-        value = await durable()
-        await warm(token, value)  # lost the lease: a write came since; the value stands
-        return value
+        deadline = asyncio.get_running_loop().time() + self.cache.timeout
+        while True:
+            try:
+                return await cached()
+            except Miss:
+                pass
+            except Unavailable:
+                if self.behind:  # the durable store may lag: it cannot answer for the cache
+                    raise
+                log.warning("cache unreachable: reading %s from the durable store", record)
+                return await durable()
+            token = await self.cache.lease(lease)
+            if token is None:  # another caller is warming it
+                await self._wait_for_warm(record, deadline)
+                continue
+            value = await durable()
+            if await warm(token, value) or not self.behind:
+                # write-through: a write that took the lease away committed after the
+                # durable store was read, so the value read stands
+                return value
+            # write-behind: written or warmed meanwhile; the cache has it, newer than `value`
+
+    async def _wait_for_warm(self, record: str, deadline: float) -> None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise self.errors.unavailable(f"{record} was being warmed by others for too long")
+        await asyncio.sleep(0.005)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -182,7 +204,7 @@ class Tiered:
         record: str,
         cached: Callable[[], Awaitable[T]],
         durable: Callable[[], Awaitable[T]],
-        warm: Callable[[], Awaitable[Any]],
+        warm: Callable[[], Awaitable[bool]],
         drop: tuple[str, ...],
     ) -> T:
         """A write: write-behind to the cache (warming the record first if it misses),
@@ -191,21 +213,26 @@ class Tiered:
             result = await durable()
             await self._drop(record, drop)
             return result
-        for _ in range(WARM_ATTEMPTS):
+        deadline = asyncio.get_running_loop().time() + self.cache.timeout
+        while True:
             try:
                 return await cached()
             except Miss:
-                await warm()
-        raise self.errors.unavailable(f"{record} was evicted again each time it was warmed")
+                if not await warm():
+                    await self._wait_for_warm(record, deadline)
 
     async def _warm(
         self,
         lease: str,
         durable: Callable[[], Awaitable[T]],
         warm: Callable[[bytes, T], Awaitable[bool]],
-    ) -> None:
+    ) -> bool:
+        """Warm a record for a write; False if another caller holds its lease."""
         token = await self.cache.lease(lease)
+        if token is None:
+            return False
         await warm(token, await durable())
+        return True
 
     async def _drop(self, record: str, keys: tuple[str, ...]) -> None:
         """Drop a record's cached copy after a write-through commit; if Redis cannot be

@@ -484,7 +484,7 @@ class HardeningConformance:
             store.append(bad),
             return_exceptions=True,
         )
-        assert results[:10] == [None] * 10
+        assert results[:10] == [None] * 10, results
         assert isinstance(results[10], InvalidInput) and "circuit" in str(results[10])
         assert [e.step for e in (await store.load("trace-1") or _absent()).events] == list(
             range(10)

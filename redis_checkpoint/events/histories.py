@@ -90,7 +90,8 @@ class Histories(RedisBacked):
     @writing
     async def warm(self, workflow_id: UUID, token: bytes, history: Sequence[EventBase]) -> bool:
         """Put the durable store's `history` of a workflow into a tiered store's cache
-        under the lease `token` (`lease`); False if a write invalidated it since."""
+        under the lease `token` (`lease`). False if it wrote nothing: the cache holds the
+        workflow whole (warmed or written since), or a write invalidated it since."""
         code, _ = await self._append(self.keys(workflow_id), 0, None, history, token)
         return bool(code == Reply.OK)
 
@@ -99,8 +100,8 @@ class Histories(RedisBacked):
         """`read_history_from` for a tiered store.
 
         Raises:
-            Miss: the cache does not hold the workflow whole (it drops what a volatile-*
-                maxmemory policy left of it, and it is warmed again).
+            Miss: the cache does not hold the workflow whole (a volatile-* maxmemory
+                policy evicts keys one by one: the warm drops what is left).
         """
         keys = self.keys(workflow_id)
         start = max(arguments.seq(from_seq, "from_seq"), 1)
@@ -115,8 +116,7 @@ class Histories(RedisBacked):
         if length != int(head or 0):
             if dirty is not None:  # only an allkeys-* maxmemory policy evicts these keys
                 raise TREE.corrupt(keys.history, "unflushed events were evicted from the cache")
-            await self.invalidate(keys.cached)
-            raise Miss(keys.workflow_id)
+            raise Miss(keys.workflow_id)  # the warm drops what is left, if it still is
         return self._decode_entries(keys, workflow_id, entries)
 
     @reading
