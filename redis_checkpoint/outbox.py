@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
 from .codec import decode_envelope, decode_intervention
-from .events.models import EventBase
 from .models import CompletionState, PersistedTrace
 from .sql import Database, Tx
+
+if TYPE_CHECKING:  # the events package imports this module
+    from .events.models import EventBase
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,10 @@ class RedisEventStore(Histories, Timers, Packages, Visibility):
     """
 
     errors = TREE
-    scripts = ("append_events", "retire_timer", "put_package", "delete_package", "forget", "settle", "take")
+    scripts = (
+        *("append_events", "retire_timer", "put_package", "delete_package", "forget"),
+        *("settle", "take"),  # a tiered store's cache's
+    )
     index = "workflows"
 
     def __init__(
