@@ -28,6 +28,7 @@ from .models import (
 from .protocol import ManagedPersistenceStore, PersistenceStore
 from .redis_store import RedisPersistenceStore
 from .sql_store import PostgresPersistenceStore, SqlitePersistenceStore
+from .tiered import TieredPersistenceStore
 
 __all__ = [
     "Backpressure",
@@ -53,6 +54,7 @@ __all__ = [
     "SqlitePersistenceStore",
     "StoreClosed",
     "StoreUnavailable",
+    "TieredPersistenceStore",
     "TraceCompleted",
     "TraceNotFound",
     "TraceSummary",

@@ -7,6 +7,7 @@ redis-checkpoint demo                  # on fakeredis:// (in-process, no server)
 redis-checkpoint --url redis://localhost:6379/0 demo
 redis-checkpoint --url redis://... list [--json]
 redis-checkpoint --url redis://... show TRACE_ID [--json]
+redis-checkpoint --url redis://... flush --durable postgresql://... [--events] [--drain]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from signal import SIGINT, SIGTERM
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
@@ -26,11 +28,16 @@ from . import (
     CompletionState,
     PersistedTrace,
     PersistenceEnvelope,
+    PostgresPersistenceStore,
     RedisPersistenceStore,
+    SqlitePersistenceStore,
+    TieredPersistenceStore,
     TraceSummary,
 )
 from .connection import redact as redact_urls
 from .errors import PersistenceError
+from .events.errors import StoreError
+from .tiering import Tiered
 
 FALLBACK_URL = "fakeredis://"  # when REDIS_CHECKPOINT_URL is unset (read at parse time)
 try:
@@ -154,7 +161,51 @@ async def list_traces(store: RedisPersistenceStore, limit: int, as_json: bool) -
     return 0
 
 
+def tiered(args: argparse.Namespace) -> Tiered:
+    """The tiered store whose outboxes `flush` applies (its own flusher off: this is it)."""
+    options = {"prefix": args.prefix, "shards": args.shards}
+    postgres = not args.durable.startswith("sqlite:")
+    if args.events:
+        from .events import PostgresEventStore, RedisEventStore, SqliteEventStore, TieredEventStore
+
+        cache = RedisEventStore.from_url(args.url, **options)
+        kind = PostgresEventStore if postgres else SqliteEventStore
+        return TieredEventStore(cache, kind.from_url(args.durable), flusher=False, batch=args.batch)
+    traces = RedisPersistenceStore.from_url(args.url, **options)
+    store = PostgresPersistenceStore if postgres else SqlitePersistenceStore
+    return TieredPersistenceStore(
+        traces, store.from_url(args.durable), flusher=False, batch=args.batch
+    )
+
+
+async def flush(store: Tiered, every: float, drain: bool) -> int:
+    """Apply the outboxes to the durable store until interrupted (or, with `drain`, until
+    they are empty), printing progress every `every` seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal in (SIGINT, SIGTERM):
+        loop.add_signal_handler(signal, stop.set)
+    work = asyncio.create_task(store.flusher.run(stop))
+    started, before = loop.time(), 0
+    while not work.done():
+        await asyncio.wait([work], timeout=every)
+        backlog = await store.flusher.backlog()
+        applied = store.flusher.applied
+        lag = "-" if backlog.lag is None else f"{backlog.lag:.1f}s"
+        rate = (applied - before) / every
+        print(f"applied {applied} ({rate:.0f}/s)  backlog {backlog.changes}  lag {lag}", flush=True)
+        before = applied
+        if drain and backlog.changes == 0:
+            stop.set()
+    await work
+    print(f"flushed {store.flusher.applied} changes in {loop.time() - started:.1f}s")
+    return 0
+
+
 async def main_async(args: argparse.Namespace) -> int:
+    if args.command == "flush":
+        async with tiered(args) as store:
+            return await flush(store, args.every, args.drain)
     async with RedisPersistenceStore.from_url(args.url, prefix=args.prefix) as store:
         if args.command == "demo":
             await demo(store)
@@ -190,6 +241,15 @@ def parser() -> Parser:
     listing = commands.add_parser("list", help="traces, most recently updated first")
     listing.add_argument("--limit", type=positive, default=50, help="at most this many")
     listing.add_argument("--json", action="store_true")
+    flusher = commands.add_parser(
+        "flush", help="apply a write-behind cache's outboxes to the durable store"
+    )
+    flusher.add_argument("--durable", required=True, help="postgresql://... or sqlite:///...")
+    flusher.add_argument("--events", action="store_true", help="event histories, not traces")
+    flusher.add_argument("--shards", type=positive, default=64, help="(default %(default)s)")
+    flusher.add_argument("--batch", type=positive, default=1000, help="changes per transaction")
+    flusher.add_argument("--every", type=float, default=1.0, help="seconds between reports")
+    flusher.add_argument("--drain", action="store_true", help="exit once the backlog is empty")
     return parser
 
 
@@ -209,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports `yes | head`
     except KeyboardInterrupt:
         return 130
-    except PersistenceError as exc:  # a trace that is not there (LookupError) is status 1
+    except (PersistenceError, StoreError) as exc:  # a trace not there (LookupError): status 1
         return fail(str(exc), args.url, 1 if isinstance(exc, LookupError) else 2)
     except Exception as exc:  # anything else still gets one line, never a traceback
         name = type(exc).__name__

@@ -7,9 +7,11 @@ Under CI=true a real server that cannot start fails the run instead of skipping.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 import fakeredis
@@ -31,6 +33,8 @@ from redis_checkpoint.conformance.servers import (
 from redis_checkpoint.connection import DEFAULT_TIMEOUT, client_defaults, close, connect
 from redis_checkpoint.errors import TREE
 from redis_checkpoint.events import InMemoryEventStore, RedisEventStore
+from redis_checkpoint.events.sql_store import SqlEventStore
+from redis_checkpoint.sql_store import SqlPersistenceStore
 
 R = TypeVar("R")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -238,9 +242,25 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture(params=BACKENDS)
+# The durable stores, on a PostgreSQL schema or a SQLite file of the test's own.
+SQL_BACKENDS = ["postgres", "sqlite"]
+
+
+@pytest.fixture(params=[*BACKENDS, *SQL_BACKENDS])
 async def checkpoint_stores(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     """Checkpoint stores of one backend; the stores one test makes share their data."""
+    if request.param in SQL_BACKENDS:
+        url: str = request.getfixturevalue(f"{request.param}_url")
+        opened: list[SqlPersistenceStore] = []
+
+        async def sql(**options: Any) -> SqlPersistenceStore:
+            opened.append(SqlPersistenceStore.open(url, options))
+            return opened[-1]
+
+        yield sql
+        for store in opened:
+            await store.aclose()
+        return
     if request.param == "memory":
         shared: dict[str, InMemoryPersistenceStore] = {}
 
@@ -259,9 +279,21 @@ async def checkpoint_stores(request: pytest.FixtureRequest) -> AsyncIterator[Sto
     await close(redis)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, *SQL_BACKENDS])
 async def event_stores(request: pytest.FixtureRequest) -> AsyncIterator[EventStoreFactory]:
     """Event stores of one backend; the stores one test makes share their data."""
+    if request.param in SQL_BACKENDS:
+        database: str = request.getfixturevalue(f"{request.param}_url")
+        durable: list[SqlEventStore] = []
+
+        async def sql_events() -> SqlEventStore:
+            durable.append(SqlEventStore.open(database, {}))
+            return durable[-1]
+
+        yield sql_events
+        for event_store in durable:
+            await event_store.aclose()
+        return
     if request.param == "memory":
         store = InMemoryEventStore()
 
@@ -302,6 +334,79 @@ def server_factory() -> Iterator[Callable[[str], ServerProcess]]:
     yield start
     for server in started:
         server.close()
+
+
+POSTGRES = os.environ.get("RC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _blocking(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` on a loop of its own, in a thread: the fixtures below are also requested
+    from async fixtures (getfixturevalue), inside their running loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL (RC_TEST_POSTGRES names another
+    server), created for this session (and worker) and dropped at its end: tests never
+    touch a database they did not create."""
+    import asyncpg
+
+    name = f"rc_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        _blocking(admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        _unavailable("PostgreSQL", exc)
+    yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    _blocking(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """A URL of the session's database whose tables live in a schema of this test's own
+    (asyncpg passes `search_path` on as a server setting): every test starts empty."""
+    import asyncpg
+
+    schema = fresh_prefix()
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres_database, timeout=5)
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+        finally:
+            await conn.close()
+
+    _blocking(create())
+    return f"{postgres_database}?search_path={schema}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    """A SQLite file of this test's own (an absolute path: sqlite:////...)."""
+    return f"sqlite:///{tmp_path}/store.db"
+
+
+# Tiered stores: write-behind with a real Redis in front of PostgreSQL, write-through with a
+# real Valkey in front of SQLite (tests/test_tiered.py runs both suites on them).
+TIERED_BACKENDS = ["write-behind", "write-through"]
+
+
+def tiered_parts(request: pytest.FixtureRequest) -> tuple[Redis, str, str]:
+    """The cache's client, a fresh key prefix, and the durable store's URL of the tiered
+    backend `request.param`."""
+    behind = request.param == "write-behind"
+    server: ServerProcess = request.getfixturevalue("redis_server" if behind else "valkey_server")
+    url: str = request.getfixturevalue("postgres_url" if behind else "sqlite_url")
+    return Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT)), fresh_prefix(), url
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

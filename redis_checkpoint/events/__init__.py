@@ -108,6 +108,7 @@ from .records import (
 )
 from .redis_store import RedisEventStore
 from .sql_store import PostgresEventStore, SqliteEventStore
+from .tiered import TieredEventStore
 
 __all__ = [
     "EVENT_TYPES",
@@ -176,6 +177,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreUnavailableError",
+    "TieredEventStore",
     "TimerCancelled",
     "TimerEntry",
     "TimerFired",

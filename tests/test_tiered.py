@@ -1,0 +1,112 @@
+"""The tiered stores: both conformance suites in both modes (write-behind on Redis in front
+of PostgreSQL, write-through on Valkey in front of SQLite), and the invariants of the tier:
+no read returns less than was acknowledged, across eviction too, and the contract holds for
+records the cache no longer has."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from redis_checkpoint import (
+    CompletionState,
+    Intervention,
+    RedisPersistenceStore,
+    TieredPersistenceStore,
+    TraceNotFound,
+)
+from redis_checkpoint.conformance import CheckpointConformance, StoreFactory
+from redis_checkpoint.conformance.checkpoints import envelope
+from redis_checkpoint.conformance.events import EventStoreConformance, EventStoreFactory
+from redis_checkpoint.conformance.visibility import VisibilityConformance
+from redis_checkpoint.connection import close
+from redis_checkpoint.events import RedisEventStore, TieredEventStore
+from redis_checkpoint.events.sql_store import SqlEventStore
+from redis_checkpoint.sql_store import SqlPersistenceStore
+
+from .conftest import TIERED_BACKENDS, tiered_parts
+
+CACHE_ONLY = ("ttl", "completed_ttl", "idempotency_window")
+
+
+@pytest.fixture(params=TIERED_BACKENDS)
+async def tiered_checkpoints(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Tiered checkpoint stores of one mode; the stores one test makes share their data."""
+    redis, prefix, url = tiered_parts(request)
+    opened: list[TieredPersistenceStore] = []
+
+    async def make(**options: Any) -> TieredPersistenceStore:
+        limits = {k: v for k, v in options.items() if k not in CACHE_ONLY}
+        cache = RedisPersistenceStore(redis, prefix=prefix, **options)
+        durable = SqlPersistenceStore.open(url, dict(limits))
+        opened.append(TieredPersistenceStore(cache, durable, mode=request.param))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        await store.aclose()
+    await close(redis)
+
+
+@pytest.fixture(params=TIERED_BACKENDS)
+async def tiered_events(request: pytest.FixtureRequest) -> AsyncIterator[EventStoreFactory]:
+    """Tiered event stores of one mode; the stores one test makes share their data."""
+    redis, prefix, url = tiered_parts(request)
+    opened: list[TieredEventStore] = []
+
+    async def make() -> TieredEventStore:
+        durable = SqlEventStore.open(url, {})
+        opened.append(TieredEventStore(RedisEventStore(redis, prefix=prefix), durable))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        await store.aclose()
+    await close(redis)
+
+
+class TestTieredCheckpoints(CheckpointConformance):
+    """The checkpoint suite; its retention cases become the tier's: the cache's TTLs evict
+    from Redis only, and the trace reads back whole from the durable store."""
+
+    @pytest.fixture
+    def make_store(self, tiered_checkpoints: StoreFactory) -> StoreFactory:
+        return tiered_checkpoints
+
+    async def test_ttl_expires_idle_traces(self, make_store: StoreFactory) -> None:
+        store = await make_store(ttl=0.4)
+        assert isinstance(store, TieredPersistenceStore)
+        for step in range(3):
+            await store.append(envelope("idle", step=step))
+        await store.save_intervention("idle", Intervention(target_node="n", timestamp_ms=1))
+        before = await store.load("idle")
+        await store.flush()
+        await asyncio.sleep(0.4 + self.expiry_margin)
+        keys = store.cache.keys("idle")
+        assert await store.cache.redis.exists(*keys.own) == 0  # evicted from Redis
+        assert await store.load("idle") == before  # and read whole from the database
+        assert await store.cache.redis.exists(keys.meta) == 1  # warmed again
+        assert [s.trace_id async for s in store.iter_traces()] == ["idle"]
+
+    async def test_completed_ttl_applies_on_complete(self, make_store: StoreFactory) -> None:
+        store = await make_store(completed_ttl=0.2)
+        assert isinstance(store, TieredPersistenceStore)
+        await store.append(envelope("done", step=1))
+        await store.complete("done", CompletionState.SUCCESS)
+        await store.flush()
+        await asyncio.sleep(0.2 + self.expiry_margin)
+        assert await store.cache.redis.exists(store.cache.keys("done").meta) == 0
+        trace = await store.load("done")
+        assert trace is not None and trace.completion is CompletionState.SUCCESS
+        await store.save_intervention("done", Intervention(target_node="n", timestamp_ms=1))
+        with pytest.raises(TraceNotFound):
+            await store.save_intervention("never", Intervention(target_node="n", timestamp_ms=1))
+
+
+class TestTieredEvents(EventStoreConformance, VisibilityConformance):
+    @pytest.fixture
+    def make_store(self, tiered_events: EventStoreFactory) -> EventStoreFactory:
+        return tiered_events
