@@ -46,9 +46,14 @@ local function outbox_batch(box, counter, head, first, from, step, offset)
   return n
 end
 
--- Keys holding a record with a change to flush: no expiry until the flusher arms `keep_ms`.
+local dirty = false -- the record had unflushed changes already (set by the scripts' checks)
+
+-- Keys holding a record with a change to flush: no expiry until the flusher arms `keep_ms`
+-- (a record that was dirty already has none to remove).
 local function hold(meta, keys, change, keep_ms)
-  for _, key in ipairs(keys) do redis.call('PERSIST', key) end
+  if not dirty then
+    for _, key in ipairs(keys) do redis.call('PERSIST', key) end
+  end
   redis.call('HSET', meta, 'o', change, 'x', keep_ms)
 end
 

@@ -25,7 +25,8 @@ local change -- a write-behind cache's: the outbox number of this call's change 
 local function cache_holds()
   if redis.call('EXISTS', meta) == 0 then return false end
   local m = redis.call('HMGET', meta, 'n', 'ni', 'o')
-  if m[3] or (redis.call('XLEN', stream) == (tonumber(m[1]) or 0)
+  dirty = m[3] ~= false
+  if dirty or (redis.call('XLEN', stream) == (tonumber(m[1]) or 0)
       and redis.call('LLEN', interventions) == (tonumber(m[2]) or 0)) then
     return true
   end

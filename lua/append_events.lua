@@ -26,7 +26,8 @@ local logged = OUTBOX == 1 and warm == '' -- a write-behind write: the change go
 -- policy (it evicts keys one by one) of one with nothing to flush (no field o) is dropped.
 local function holds()
   local c = redis.call('HMGET', meta, 'head', 'o', 'absent')
-  if c[2] or c[3] or (c[1] and redis.call('XLEN', history) == tonumber(c[1])) then
+  dirty = c[2] ~= false
+  if dirty or c[3] or (c[1] and redis.call('XLEN', history) == tonumber(c[1])) then
     return true
   end
   redis.call('DEL', history, meta, runs, children)
