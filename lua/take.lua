@@ -23,11 +23,19 @@ local function live(entries)
   return found
 end
 
+-- The entries of a one-stream XREADGROUP reply: {{box, entries}}, or nil when there are
+-- none; fakeredis answers {box, entries}.
+local function entries_of(reply)
+  if not reply then return {} end
+  if type(reply[1]) == 'table' then return reply[1][2] end
+  return reply[2] or {}
+end
+
 -- Idle entries of other flushers become this one's, then all of its own come in id order:
 -- a batch it holds may wait on changes before it that another flusher held.
 redis.call('XAUTOCLAIM', box, group, me, idle, '0-0', 'COUNT', count)
 local mine = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '0')
-local entries = mine and mine[1] and live(mine[1][2]) or {}
+local entries = live(entries_of(mine))
 if #entries > 0 then return entries end
 local new = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '>')
-return new and new[1] and new[1][2] or {}
+return entries_of(new)

@@ -1,7 +1,7 @@
 """What the PostgreSQL and SQLite stores of both contracts share: a database opened from its
-URL (the driver an optional extra), one transaction per call with its errors mapped to the
-calling contract's tree, the versioned schema, and the outbox progress that makes a batch a
-write-behind flusher applies take effect exactly once.
+URL (the driver an optional extra), one transaction (or one statement: `call`) per call with
+its errors mapped to the calling contract's tree, the versioned schema, and the outbox
+progress that makes a batch a write-behind flusher applies take effect exactly once.
 
 SQL is written once, for PostgreSQL, with `$1` placeholders; on SQLite they become `?1`.
 Both speak `INSERT ... ON CONFLICT`. PostgreSQL serializes writers of one record with row
@@ -149,10 +149,27 @@ class Database(ABC):
         try:
             async with asyncio.timeout(self.timeout), self._transaction(write) as tx:
                 yield tx
+        except (self.errors.base, OutboxGap):
+            raise
         except Exception as exc:
-            if isinstance(exc, self.errors.base | OutboxGap):
-                raise
             raise self._translate(exc, write) from exc
+
+    async def call(self, sql: str, *args: Any) -> Row | None:
+        """One write statement (a function call: see `pg_traces`) in a transaction of its
+        own, as `transaction` runs a block: its first row, or None."""
+        if self._closed:
+            raise self.errors.closed(f"the store on {self.where} is closed")
+        try:
+            return await self._call(sql, *args)
+        except self.errors.base:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, write=True) from exc
+
+    async def _call(self, sql: str, *args: Any) -> Row | None:
+        async with asyncio.timeout(self.timeout), self._transaction(write=True) as tx:
+            row: Row | None = await tx.fetchrow(sql, *args)
+            return row
 
     async def apply_outbox(
         self, outbox: str, epoch: int, first: int, changes: Sequence[Any], apply: Any
@@ -242,6 +259,13 @@ class _PgTx(Tx):
         return list(await self._conn.fetch(sql, *args))
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection, after asyncpg rolls back a transaction
+    left open: nothing more. The stores leave no session state (no SET, LISTEN, cursor or
+    session advisory lock), and the default reset (RESET ALL, UNLISTEN *, ...) is one round
+    trip more per call."""
+
+
 class _Postgres(Database):
     """PostgreSQL through asyncpg's pool (see the README for why asyncpg)."""
 
@@ -260,7 +284,11 @@ class _Postgres(Database):
         try:
             async with asyncio.timeout(self.timeout):
                 self._pool = await asyncpg.create_pool(
-                    self.url, min_size=1, max_size=self._pool_size, timeout=self.timeout
+                    self.url,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    timeout=self.timeout,
+                    reset=_keep_session,
                 )
         except Exception as exc:
             raise self._translate(exc, write=False) from exc
@@ -268,6 +296,16 @@ class _Postgres(Database):
     async def _disconnect(self) -> None:
         if self._pool is not None:
             self._pool.terminate()  # close() waits for calls in flight; they are abandoned
+
+    async def _call(self, sql: str, *args: Any) -> Row | None:
+        # asyncpg's own timeouts: asyncio.timeout costs a few percent of a one-statement call.
+        if self._pool is None:
+            raise self.errors.closed(f"the store on {self.where} is not started")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        async with self._pool.acquire(timeout=self.timeout) as conn:  # no BEGIN: one statement
+            row: Row | None = await conn.fetchrow(sql, *args, timeout=deadline - loop.time())
+        return row
 
     @asynccontextmanager
     async def _transaction(self, write: bool) -> AsyncIterator[Tx]:

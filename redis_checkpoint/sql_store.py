@@ -4,11 +4,13 @@ every call one transaction of `sql.Database` on the tables of `sql_traces`;
 
 A write locks its trace's row (`SELECT ... FOR UPDATE`; SQLite has one writer) and makes
 the contract's checks under that lock, so concurrent writers are as safe as one script on
-Redis, and a rejected call rolls back whole. An expired trace reads as absent; a write that
-finds it removes its rows in its own transaction (`purge_expired` reclaims the others).
-Times are this process's clock (`time.time`) in milliseconds. On PostgreSQL, text holds no
-NUL character, and trace ids and idempotency keys are up to `MAX_ID_BYTES` (its B-tree
-entries must fit a third of a page): longer ones are InvalidInput, never sent.
+Redis, and a rejected call rolls back whole. On PostgreSQL a write is one statement
+instead (one round trip), a function of `pg_traces` making the same checks under the same
+lock. An expired trace reads as absent; a write that finds it removes its rows in its own
+transaction (`purge_expired` reclaims the others). Times are this process's clock
+(`time.time`) in milliseconds. On PostgreSQL, text holds no NUL character, and trace ids
+and idempotency keys are up to `MAX_ID_BYTES` (its B-tree entries must fit a third of a
+page): longer ones are InvalidInput, never sent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from operator import attrgetter
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypedDict, Unpack
 
+from . import pg_traces
 from . import sql_traces as rows
 from .codec import (
     DEFAULT_MAX_BATCH_BYTES,
@@ -42,6 +45,7 @@ from .models import (
 )
 from .outbox import TraceChange, TraceSnapshot
 from .sql import SCHEMA_VERSION, Database, Tx
+from .sql_mirror import mirror_bulk
 from .sql_traces import TraceRow
 
 log = logging.getLogger(__name__)
@@ -166,6 +170,11 @@ class SqlPersistenceStore:
     def _key(self, key: str | None) -> str | None:
         return None if key is None else self._id(key, "idempotency_key")
 
+    async def _call(self, function: str, trace_id: str, *args: Any) -> None:
+        """A write on PostgreSQL: one of `pg_traces`' functions, one statement."""
+        await self.start()
+        await pg_traces.call(self.database, function, trace_id, *args)
+
     # -- the contract -------------------------------------------------------------------
 
     async def append(
@@ -192,6 +201,11 @@ class SqlPersistenceStore:
         trace_id, key = self._id(batch.trace_id), self._key(idempotency_key)
         circuit = self._text(items[0].circuit, "circuit")
         version = self._text(batch.schematic_version.decode(), "schematic_version", empty=True)
+        if self._postgres:
+            keep = self._keep
+            sent = (list(batch.blobs), key, rows.now_ms(), keep.lifetime(False), keep.window)
+            await self._call("rc_append", trace_id, circuit, version, *sent)
+            return
         async with self._transaction(write=True) as tx:
             row, now = await rows.lock_or_create(tx, trace_id, circuit, version)
             if await rows.replayed(tx, trace_id, key, now - self._keep.window):
@@ -278,6 +292,10 @@ class SqlPersistenceStore:
         """Record the resume step; see `PersistenceStore.resume`."""
         step = TREE.check.integer(resume_from_step, "resume_from_step", 0)
         self._id(trace_id)
+        if self._postgres:
+            args = (str(step), rows.now_ms(), self._keep.lifetime(False))
+            await self._call("rc_resume", trace_id, *args)
+            return ResumeCursor(trace_id=trace_id, next_step=min(step + 1, U64_MAX))
         async with self._transaction(write=True) as tx:
             row, now = await rows.existing(tx, trace_id)
             if row.completion is not None:
@@ -290,6 +308,10 @@ class SqlPersistenceStore:
         """Set the completion state, overwriting; `completed_ttl` applies from here."""
         state = TREE.check.member(completion, CompletionState, "completion")
         self._id(trace_id)
+        if self._postgres:
+            args = (state.value, rows.now_ms(), self._keep.lifetime(True))
+            await self._call("rc_complete", trace_id, *args)
+            return
         async with self._transaction(write=True) as tx:
             _, now = await rows.existing(tx, trace_id)
             expires = self._keep.expires(now, True)
@@ -302,6 +324,11 @@ class SqlPersistenceStore:
         blob = encode_intervention(intervention)
         self._id(trace_id)
         key = self._key(idempotency_key)
+        if self._postgres:
+            keep = self._keep
+            args = (blob, key, rows.now_ms(), keep.lifetime(False), keep.lifetime(True))
+            await self._call("rc_intervene", trace_id, *args, keep.window)
+            return
         async with self._transaction(write=True) as tx:
             row, now = await rows.existing(tx, trace_id)
             if await rows.replayed(tx, trace_id, key, now - self._keep.window):
@@ -386,8 +413,11 @@ class SqlPersistenceStore:
         """Mirror a write-behind cache's `changes` in order inside `tx` (one of
         `self.database`'s, as `apply_outbox` gives: `start()` the store first, which creates
         the tables), without the contract's checks: the cache made them. Applying them
-        twice changes nothing (see `sql_traces.mirror`)."""
-        await rows.mirror(tx, changes, self._keep)
+        twice changes nothing (see `sql_mirror`; with retention, `sql_traces.mirror`)."""
+        if self._keep.ttl or self._keep.completed_ttl:
+            await rows.mirror(tx, changes, self._keep)
+        else:
+            await mirror_bulk(tx, changes, self._keep.window)
 
 
 class PostgresPersistenceStore(SqlPersistenceStore):

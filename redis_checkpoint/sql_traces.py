@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from . import pg_traces
 from .codec import decode_envelope
 from .errors import TREE, TraceNotFound
 from .models import U64_MAX, CompletionState, PersistenceEnvelope, TraceSummary
@@ -38,7 +39,8 @@ SUMMARY = (
 
 
 def schema(dialect: str) -> tuple[str, ...]:
-    """The tables of the checkpoint stores, for `dialect` ("postgres" or "sqlite")."""
+    """The tables of the checkpoint stores, for `dialect` ("postgres" or "sqlite"), and on
+    PostgreSQL the functions of its writes (`pg_traces`)."""
     blob = "BYTEA" if dialect == "postgres" else "BLOB"
     return (
         "CREATE TABLE IF NOT EXISTS rc_traces (trace_id TEXT PRIMARY KEY, circuit TEXT NOT NULL,"
@@ -55,6 +57,7 @@ def schema(dialect: str) -> tuple[str, ...]:
         ),
         "CREATE TABLE IF NOT EXISTS rc_idempotency (trace_id TEXT NOT NULL,"
         " idem_key TEXT NOT NULL, at_ms BIGINT NOT NULL, PRIMARY KEY (trace_id, idem_key))",
+        *(pg_traces.FUNCTIONS if dialect == "postgres" else ()),
     )
 
 
@@ -85,10 +88,15 @@ class Retention:
     completed_ttl: int
     window: int
 
+    def lifetime(self, completed: bool) -> int | None:
+        """How long a trace lives after a write, in ms (None: for ever); `completed_ttl`
+        rules a completed one."""
+        return ((self.completed_ttl or self.ttl) if completed else self.ttl) or None
+
     def expires(self, now: int, completed: bool) -> int | None:
-        """When a trace written at `now` expires; `completed_ttl` rules a completed one."""
-        keep = (self.completed_ttl or self.ttl) if completed else self.ttl
-        return now + keep if keep else None
+        """When a trace written at `now` expires."""
+        keep = self.lifetime(completed)
+        return None if keep is None else now + keep
 
 
 async def row(tx: Tx, trace_id: str, lock: str = "") -> TraceRow | None:

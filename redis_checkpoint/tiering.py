@@ -193,9 +193,13 @@ class Tiered:
             # write-behind: written or warmed meanwhile; the cache has it, newer than `value`
 
     async def _wait_for_warm(self, record: str, deadline: float) -> None:
-        if asyncio.get_running_loop().time() > deadline:
+        """Wait for another caller's warm: 5 ms, then twice as long each time up to 0.2 s
+        (many callers missing at once must not crowd out the one warming)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() > deadline:
             raise self.errors.unavailable(f"{record} was being warmed by others for too long")
-        await asyncio.sleep(0.005)
+        waited = self.cache.timeout - (deadline - loop.time())
+        await asyncio.sleep(min(0.2, max(0.005, waited)))
 
     # -- writes -----------------------------------------------------------------------
 

@@ -55,10 +55,16 @@ ACL_COMMANDS = (
 )
 ACL_REPLICAS = "+incr +wait"
 ACL_FSYNC = "+incr +waitaof"
+# A tiered store's write-behind cache (lua/_cache.lua, lua/take.lua, lua/settle.lua): the
+# outbox counter and length, the warm lease, dropping a partly evicted record, the flusher.
+ACL_WRITE_BEHIND = (
+    "+hincrby +xlen +set +get +del +xgroup|create +xreadgroup +xautoclaim +xack +xdel"
+)
 ACL_LINES = (
     f"ACL SETUSER checkpoints {ACL_KEYS} {ACL_COMMANDS}",
     f"ACL SETUSER checkpoints {ACL_REPLICAS}",
     f"ACL SETUSER checkpoints {ACL_FSYNC}",
+    f"ACL SETUSER checkpoints {ACL_WRITE_BEHIND}",
 )
 
 
@@ -396,17 +402,24 @@ def sqlite_url(tmp_path: Any) -> str:
 
 
 # Tiered stores: write-behind with a real Redis in front of PostgreSQL, write-through with a
-# real Valkey in front of SQLite (tests/test_tiered.py runs both suites on them).
-TIERED_BACKENDS = ["write-behind", "write-through"]
+# real Valkey in front of SQLite, and write-behind on fakeredis in front of SQLite (no
+# server: the offline default). tests/test_tiered.py runs both suites on them.
+TIERED_BACKENDS = ["write-behind", "write-through", "write-behind-fakeredis"]
 
 
-def tiered_parts(request: pytest.FixtureRequest) -> tuple[Redis, str, str]:
-    """The cache's client, a fresh key prefix, and the durable store's URL of the tiered
-    backend `request.param`."""
-    behind = request.param == "write-behind"
+def tiered_parts(request: pytest.FixtureRequest) -> tuple[Redis, str, str, str]:
+    """The cache's client, a fresh key prefix, the durable store's URL and the mode of the
+    tiered backend `request.param`."""
+    param: str = request.param
+    if param.endswith("fakeredis"):
+        fake: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        url: str = request.getfixturevalue("sqlite_url")
+        return fake, fresh_prefix(), url, "write-behind"
+    behind = param == "write-behind"
     server: ServerProcess = request.getfixturevalue("redis_server" if behind else "valkey_server")
-    url: str = request.getfixturevalue("postgres_url" if behind else "sqlite_url")
-    return Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT)), fresh_prefix(), url
+    url = request.getfixturevalue("postgres_url" if behind else "sqlite_url")
+    client = Redis.from_url(server.url, **client_defaults(DEFAULT_TIMEOUT))
+    return client, fresh_prefix(), url, param
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

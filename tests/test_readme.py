@@ -22,3 +22,13 @@ def test_event_store_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert printed[1] == "[TimerId(kind='Named', value='reminder')]"
     assert "status=<WorkflowStatus.COMPLETED: 'Completed'>" in printed[2]
     assert printed[3].startswith("[WorkflowCompleted(envelope=EventEnvelope(seq=2,")
+
+
+def test_tiered_example_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    [example] = [e for e in examples() if "TieredPersistenceStore" in e]
+    monkeypatch.chdir(tmp_path)  # its SQLite file, sqlite:///checkpoints.db, lands here
+    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.splitlines() == ["1", "0"]
+    assert (tmp_path / "checkpoints.db").exists()

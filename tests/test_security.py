@@ -13,7 +13,14 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from redis_checkpoint import CompletionState, NotReplicated, RedisPersistenceStore
+from redis_checkpoint import (
+    CompletionState,
+    NotReplicated,
+    PermissionDenied,
+    PostgresPersistenceStore,
+    RedisPersistenceStore,
+    TieredPersistenceStore,
+)
 from redis_checkpoint.conformance.checkpoints import envelope
 from redis_checkpoint.conformance.servers import ServerProcess
 
@@ -22,6 +29,7 @@ from .conftest import (
     ACL_FSYNC,
     ACL_LINES,
     ACL_REPLICAS,
+    ACL_WRITE_BEHIND,
     acl_rules,
     acl_url,
     fresh_prefix,
@@ -167,6 +175,41 @@ async def test_replicas_and_fsync_need_the_readmes_extra_acl_lines(opened: Opene
         assert trace is not None and [e.step for e in trace.events] == [1, 1, 1, 2]
     finally:
         server.close()
+
+
+async def test_write_behind_needs_the_readmes_extra_acl_line(
+    opened: Opened, redis_server: ServerProcess, postgres_url: str
+) -> None:
+    """As the README's user with the write-behind line: writes, a flush, a record evicted
+    and warmed again, the backlog in check(). Without it the first write is refused."""
+    admin, prefix = opened.client(redis_server.url), fresh_prefix()
+    for user, commands in [("plain", ""), ("behind", ACL_WRITE_BEHIND)]:
+        rules = acl_rules(prefix, "pw", f"{ACL_COMMANDS} {commands}")
+        await command(admin, "ACL", "SETUSER", user, *rules)
+
+    def tiered(user: str) -> TieredPersistenceStore:
+        url = f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0"
+        cache = opened.add(RedisPersistenceStore.from_url(url, prefix=prefix))
+        return TieredPersistenceStore(cache, PostgresPersistenceStore.from_url(postgres_url))
+
+    async with tiered("plain") as store:
+        with pytest.raises(PermissionDenied):
+            await store.append(envelope("t", step=1))
+    async with tiered("behind") as store:
+        for step in range(3):
+            await store.append(envelope("t", step=step))
+        await store.flush()
+        assert (await store.check())["backlog"] == 0
+        await admin.delete(*store.cache.keys("t").own)  # evicted: warmed from the database
+        trace = await store.load("t")
+        assert trace is not None and [e.step for e in trace.events] == [0, 1, 2]
+        await store.append(envelope("t", step=3))
+        await store.complete("t", CompletionState.SUCCESS)
+        await store.flush()
+        durable: Any = store.durable
+        kept = await durable.load("t")
+        assert kept is not None and kept.completion is CompletionState.SUCCESS
+        assert [e.step for e in kept.events] == [0, 1, 2, 3]
 
 
 # -- TLS: the session's TLS-only servers --

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from redis_checkpoint import (
     PostgresPersistenceStore,
     SqlitePersistenceStore,
     StoreClosed,
+    StoreUnavailable,
     TraceCompleted,
+    TraceNotFound,
 )
 from redis_checkpoint.codec import (
     decode_envelope,
@@ -97,10 +100,49 @@ async def test_schema_creation_is_idempotent_with_8_stores_starting_at_once(
         await asyncio.gather(*(s.append(envelope(f"t{n}", step=n)) for n, s in enumerate(stores)))
         async with stores[0].database.transaction(write=False) as tx:
             assert await tx.fetch("SELECT part, version FROM rc_schema") == [("checkpoints", 1)]
+            assert await _functions(tx) == FUNCTIONS
         again = PostgresPersistenceStore.from_url(postgres_url)  # the tables are there
         async with again:
             assert len([s async for s in again.iter_traces()]) == 8
             assert (await again.check())["schema_version"] == 1
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+FUNCTIONS = [
+    "rc_append",
+    "rc_complete",
+    "rc_intervene",
+    "rc_live",
+    "rc_remember",
+    "rc_replayed",
+    "rc_resume",
+]
+
+
+async def _functions(tx: Any) -> list[str]:
+    """The functions in the schema the store's tables are in."""
+    sql = "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace"
+    return sorted(name for (name,) in await tx.fetch(sql))
+
+
+async def test_the_functions_are_replaced_idempotently_by_two_stores_starting_at_once(
+    postgres_url: str,
+) -> None:
+    async with PostgresPersistenceStore.from_url(postgres_url) as first:
+        await first.append(envelope(step=1))
+        async with first.database.transaction(write=True) as tx:  # the schema's DDL runs again
+            await tx.execute("DELETE FROM rc_schema")
+    stores = [PostgresPersistenceStore.from_url(postgres_url) for _ in range(2)]
+    try:
+        await asyncio.gather(*(store.start() for store in stores))
+        await asyncio.gather(*(s.append(envelope(step=n)) for n, s in enumerate(stores, 2)))
+        trace = await stores[0].load("trace-1")
+        assert trace is not None and sorted(e.step for e in trace.events) == [1, 2, 3]
+        async with stores[1].database.transaction(write=False) as tx:
+            assert await _functions(tx) == FUNCTIONS
+            assert await tx.fetch("SELECT part, version FROM rc_schema") == [("checkpoints", 1)]
     finally:
         for store in stores:
             await store.aclose()
@@ -291,6 +333,79 @@ async def test_nul_characters_and_long_ids_are_refused_on_postgres(postgres_url:
         await store.append(envelope("x" * 1024), idempotency_key="🦀" * 256)
 
 
+# -- the checks, the same on both dialects (PostgreSQL's in its functions) ---------------
+
+
+async def test_an_expired_trace_is_absent_to_writes_and_replaced_whole_by_an_append(
+    make: Make,
+) -> None:
+    store = make(ttl=0.2)
+    await store.append(envelope(step=1, circuit="Old"), "k")
+    await store.save_intervention("trace-1", Intervention(target_node="n", timestamp_ms=1))
+    await store.resume("trace-1", 3)
+    await store.complete("trace-1", CompletionState.SUCCESS)
+    await asyncio.sleep(0.3)
+    item = Intervention(target_node="m", timestamp_ms=2)
+    refused: list[Callable[[], Awaitable[Any]]] = [
+        lambda: store.resume("trace-1", 1),
+        lambda: store.complete("trace-1", CompletionState.FAULT),
+        lambda: store.save_intervention("trace-1", item),
+    ]
+    for write in refused:
+        with pytest.raises(TraceNotFound):
+            await write()
+    assert (await store.check())["traces_expired"] == 1  # a refused write leaves its rows
+    await store.append(envelope(step=2, circuit="New"), "k")  # its key went with it: applied
+    trace = await store.load("trace-1")
+    assert trace is not None and (trace.circuit, [e.step for e in trace.events]) == ("New", [2])
+    assert (trace.interventions, trace.resumed_from_step, trace.completion) == ([], None, None)
+    assert (await store.check())["traces_expired"] == 0
+
+
+async def test_a_key_replays_before_the_checks_until_the_window_ends(make: Make) -> None:
+    store = make(idempotency_window=0.3)
+    await store.append(envelope(step=1), "k")
+    item = Intervention(target_node="n", timestamp_ms=1)
+    for _ in range(2):
+        await store.save_intervention("trace-1", item, "i")
+    await store.complete("trace-1", CompletionState.SUCCESS)
+    await store.append(envelope(step=1, circuit="Other"), "k")  # a retry: neither refusal
+    with pytest.raises(TraceCompleted):
+        await store.append(envelope(step=2), "k2")
+    trace = await store.load("trace-1")
+    assert trace is not None and len(trace.events) == len(trace.interventions) == 1
+    await asyncio.sleep(0.4)
+    with pytest.raises(TraceCompleted):  # forgotten: checked again, and refused
+        await store.append(envelope(step=1), "k")
+    await store.save_intervention("trace-1", item, "i")
+    assert len((await store.load("trace-1") or _missing()).interventions) == 2
+
+
+async def test_postgres_writes_are_one_statement_each(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with PostgresPersistenceStore.from_url(postgres_url) as store:
+        database, sent = store.database, list[str]()
+        call = database.call
+
+        async def counted(sql: str, *args: Any) -> Any:
+            sent.append(sql.split("(")[0].rsplit(" ", 1)[1])
+            return await call(sql, *args)
+
+        monkeypatch.setattr(database, "call", counted)
+        monkeypatch.setattr(database, "transaction", None)  # a transaction fails the test
+        await store.append(envelope(step=1))
+        await store.append_many([envelope(step=2), envelope(step=3)], "k")
+        await store.save_intervention("trace-1", Intervention(target_node="n", timestamp_ms=1))
+        await store.resume("trace-1", 2)
+        await store.complete("trace-1", CompletionState.SUCCESS)
+        monkeypatch.undo()
+        assert sent == ["rc_append", "rc_append", "rc_intervene", "rc_resume", "rc_complete"]
+        trace = await store.load("trace-1")
+        assert trace is not None and [e.step for e in trace.events] == [1, 2, 3]
+        assert trace.completion is CompletionState.SUCCESS and trace.resumed_from_step == 2
+
+
 # -- the durable tier --------------------------------------------------------------------
 
 
@@ -376,8 +491,9 @@ async def test_apply_outbox_applies_a_batch_once(make: Make) -> None:
 # -- concurrency -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["in place", "checked under the lock"])
 async def test_concurrent_appends_and_a_complete_keep_exactly_the_accepted(
-    postgres_url: str,
+    postgres_url: str, keyed: bool
 ) -> None:
     writers = PostgresPersistenceStore.from_url(postgres_url, pool_size=16)
     completer = PostgresPersistenceStore.from_url(postgres_url, pool_size=1)
@@ -389,7 +505,7 @@ async def test_concurrent_appends_and_a_complete_keep_exactly_the_accepted(
             if n >= 24:  # these start once the trace is completed: all must be refused
                 await completed.wait()
             try:
-                await writers.append(envelope(step=1, payload=n))
+                await writers.append(envelope(step=1, payload=n), f"k{n}" if keyed else None)
             except TraceCompleted:
                 return None
             first_accepted.set()
@@ -423,3 +539,36 @@ async def test_writers_wait_for_each_other_and_lose_nothing(postgres_url: str) -
     finally:
         for store in stores:
             await store.aclose()
+
+
+async def test_a_pool_of_one_serves_concurrent_and_cancelled_calls(postgres_url: str) -> None:
+    async with PostgresPersistenceStore.from_url(postgres_url, pool_size=1) as store:
+        await store.append(envelope(step=0))
+        calls: list[Awaitable[Any]] = [store.append(envelope(step=n)) for n in range(1, 11)]
+        await asyncio.gather(*calls, *(store.load("trace-1") for _ in range(4)))
+        cancelled = asyncio.create_task(store.append(envelope(step=99)))
+        await asyncio.sleep(0)  # sent, not answered
+        cancelled.cancel()
+        with suppress(asyncio.CancelledError):
+            await cancelled
+        await store.append(envelope(step=11))
+        trace = await store.load("trace-1")
+        assert trace is not None
+        steps = [e.step for e in trace.events]
+        assert steps in (list(range(12)), [*range(11), 99, 11], [*range(12), 99])
+
+
+async def test_a_write_waiting_past_the_timeout_is_unavailable_and_then_works(
+    postgres_url: str,
+) -> None:
+    holder = PostgresPersistenceStore.from_url(postgres_url)
+    waiter = PostgresPersistenceStore.from_url(postgres_url, timeout=0.3)
+    async with holder, waiter:
+        await waiter.append(envelope(step=1))
+        async with holder.database.transaction(write=True) as tx:
+            await tx.execute("SELECT 1 FROM rc_traces WHERE trace_id = 'trace-1' FOR UPDATE")
+            with pytest.raises(StoreUnavailable, match=r"no reply within 0\.3s"):
+                await waiter.append(envelope(step=2))
+        await waiter.append(envelope(step=3))
+        trace = await waiter.load("trace-1")
+        assert trace is not None and [e.step for e in trace.events] == [1, 3]

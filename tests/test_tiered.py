@@ -12,18 +12,21 @@ from typing import Any
 import pytest
 
 from redis_checkpoint import (
+    CircuitMismatch,
     CompletionState,
     Intervention,
     RedisPersistenceStore,
     TieredPersistenceStore,
+    TraceCompleted,
     TraceNotFound,
 )
 from redis_checkpoint.conformance import CheckpointConformance, StoreFactory
+from redis_checkpoint.conformance.aion import TOKEN, started, wid
 from redis_checkpoint.conformance.checkpoints import envelope
 from redis_checkpoint.conformance.events import EventStoreConformance, EventStoreFactory
 from redis_checkpoint.conformance.visibility import VisibilityConformance
 from redis_checkpoint.connection import close
-from redis_checkpoint.events import RedisEventStore, TieredEventStore
+from redis_checkpoint.events import RedisEventStore, SequenceConflict, TieredEventStore
 from redis_checkpoint.events.sql_store import SqlEventStore
 from redis_checkpoint.sql_store import SqlPersistenceStore
 
@@ -35,14 +38,14 @@ CACHE_ONLY = ("ttl", "completed_ttl", "idempotency_window")
 @pytest.fixture(params=TIERED_BACKENDS)
 async def tiered_checkpoints(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     """Tiered checkpoint stores of one mode; the stores one test makes share their data."""
-    redis, prefix, url = tiered_parts(request)
+    redis, prefix, url, mode = tiered_parts(request)
     opened: list[TieredPersistenceStore] = []
 
     async def make(**options: Any) -> TieredPersistenceStore:
         limits = {k: v for k, v in options.items() if k not in CACHE_ONLY}
         cache = RedisPersistenceStore(redis, prefix=prefix, **options)
         durable = SqlPersistenceStore.open(url, dict(limits))
-        opened.append(TieredPersistenceStore(cache, durable, mode=request.param))
+        opened.append(TieredPersistenceStore(cache, durable, mode=mode))
         return opened[-1]
 
     yield make
@@ -54,12 +57,13 @@ async def tiered_checkpoints(request: pytest.FixtureRequest) -> AsyncIterator[St
 @pytest.fixture(params=TIERED_BACKENDS)
 async def tiered_events(request: pytest.FixtureRequest) -> AsyncIterator[EventStoreFactory]:
     """Tiered event stores of one mode; the stores one test makes share their data."""
-    redis, prefix, url = tiered_parts(request)
+    redis, prefix, url, mode = tiered_parts(request)
     opened: list[TieredEventStore] = []
 
     async def make() -> TieredEventStore:
         durable = SqlEventStore.open(url, {})
-        opened.append(TieredEventStore(RedisEventStore(redis, prefix=prefix), durable))
+        cache = RedisEventStore(redis, prefix=prefix)
+        opened.append(TieredEventStore(cache, durable, mode=mode))
         return opened[-1]
 
     yield make
@@ -110,3 +114,74 @@ class TestTieredEvents(EventStoreConformance, VisibilityConformance):
     @pytest.fixture
     def make_store(self, tiered_events: EventStoreFactory) -> EventStoreFactory:
         return tiered_events
+
+
+# -- the tier's invariants, in every mode -------------------------------------------------
+
+
+async def evict(store: TieredPersistenceStore | TieredEventStore, *keys: str) -> None:
+    """What an eviction does: the cache loses keys (flushed first: write-behind holds
+    records with unflushed changes, which no TTL or volatile-* policy evicts)."""
+    await store.flush()
+    await store.cache.redis.delete(*keys)
+
+
+async def test_the_contract_holds_for_a_trace_evicted_from_the_cache(
+    tiered_checkpoints: StoreFactory,
+) -> None:
+    store = await tiered_checkpoints()
+    assert isinstance(store, TieredPersistenceStore)
+    await store.append(envelope("done", step=1))
+    await store.complete("done", CompletionState.SUCCESS)
+    await store.append(envelope("other", step=1, circuit="A"))
+    await evict(store, *store.cache.keys("done").own, *store.cache.keys("other").own)
+    with pytest.raises(TraceCompleted):
+        await store.append(envelope("done", step=2))
+    with pytest.raises(CircuitMismatch):
+        await store.append(envelope("other", step=2, circuit="B"))
+    with pytest.raises(TraceCompleted):
+        await store.resume("done", 1)
+    trace = await store.load("done")
+    assert trace is not None and [e.step for e in trace.events] == [1]
+
+
+async def test_a_trace_partly_evicted_reads_back_whole(tiered_checkpoints: StoreFactory) -> None:
+    """volatile-* maxmemory policies evict keys one by one: the stream alone, say."""
+    store = await tiered_checkpoints()
+    assert isinstance(store, TieredPersistenceStore)
+    await store.append_many([envelope("t", step=s) for s in range(5)])
+    await store.save_intervention("t", Intervention(target_node="n", timestamp_ms=1))
+    whole = await store.load("t")
+    keys = store.cache.keys("t")
+    for key in (keys.stream, keys.interventions):
+        await evict(store, key)
+        assert await store.load("t") == whole
+    await evict(store, keys.stream)
+    await store.append(envelope("t", step=9))  # a write on what is left warms it first
+    trace = await store.load("t")
+    assert trace is not None and [e.step for e in trace.events] == [0, 1, 2, 3, 4, 9]
+
+
+async def test_sequence_fencing_holds_for_a_workflow_evicted_from_the_cache(
+    tiered_events: EventStoreFactory,
+) -> None:
+    store = await tiered_events()
+    assert isinstance(store, TieredEventStore)
+    wf = wid()
+    await store.append(TOKEN, wf, [started(1, wf)], 0)
+    keys = store.cache.keys(wf)
+    await evict(store, *keys.own)
+    with pytest.raises(SequenceConflict) as conflict:
+        await store.append(TOKEN, wf, [started(1, wf)], 0)
+    assert (conflict.value.expected, conflict.value.found) == (0, 1)
+    await evict(store, keys.history)  # partly: the meta hash stays
+    assert [e.seq for e in await store.read_history(wf)] == [1]
+
+
+async def test_concurrent_misses_warm_once_and_read_whole(tiered_checkpoints: StoreFactory) -> None:
+    store = await tiered_checkpoints()
+    assert isinstance(store, TieredPersistenceStore)
+    await store.append_many([envelope("t", step=s) for s in range(20)])
+    await evict(store, *store.cache.keys("t").own)
+    loads = await asyncio.gather(*(store.load("t") for _ in range(32)))
+    assert all(t is not None and len(t.events) == 20 for t in loads)

@@ -99,34 +99,41 @@ async def pending(redis: Redis, prefix: str) -> int:
 async def test_a_flusher_killed_mid_batch_leaves_each_acknowledged_write_once(
     redis_server: ServerProcess, postgres_url: str
 ) -> None:
+    """Rounds of: 8 writers add 100 appends each while a flusher process applies them; it
+    is killed (-9) once it holds a batch (entries delivered, not acknowledged), at once or
+    up to 20 ms later (before or after its commit). Then this store's flusher takes over."""
     prefix, ledger = fresh_prefix(), Ledger()
     redis = Redis.from_url(redis_server.url)
     async with tiered(redis_server.url, postgres_url, prefix, flusher=False, claim_idle=0.2) as s:
-        writing = asyncio.gather(
-            *(ledger_writes(ledger, s, f"t{w}", 400) for w in range(8)), return_exceptions=False
-        )
-        killed_mid_batch = kills = 0
-        while kills < 20 and (killed_mid_batch < 3 or not writing.done()):
+        killed_mid_batch = 0
+        for round in range(8):
+            writing = asyncio.gather(
+                *(ledger_writes(ledger, s, f"t{w}", 100, round * 100) for w in range(8))
+            )
             proc = flusher_process(redis_server.url, prefix, postgres_url)
-            assert proc.stdout is not None
-            await asyncio.to_thread(proc.stdout.readline)  # it runs: its first report
-            await asyncio.sleep(random.uniform(0.0, 0.3))
-            proc.kill()  # kill -9: no cleanup, entries stay pending in its name
+            for _ in range(5000):  # until it holds a batch (or ends): 10 s at most
+                if await pending(redis, prefix) or proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(random.uniform(0.0, 0.02))
+            proc.kill()  # kill -9: no cleanup, its entries stay pending in its name
             await asyncio.to_thread(proc.wait)
+            assert proc.stdout is not None
             proc.stdout.close()
-            kills += 1
             killed_mid_batch += await pending(redis, prefix) > 0
-        await writing
-        assert killed_mid_batch >= 3, f"only {killed_mid_batch} of {kills} kills hit a batch"
+            await writing
+        assert killed_mid_batch >= 4, f"only {killed_mid_batch} of 8 kills hit a batch"
         await s.flush(wait=60)  # this store's flusher takes over what the killed ones held
-        assert ledger.total() == 8 * 400
+        assert ledger.total() == 8 * 8 * 100
         await ledger.check(s.durable)  # type: ignore[arg-type]
         assert await pending(redis, prefix) == 0
     await redis.aclose()
 
 
-async def ledger_writes(ledger: Ledger, store: TieredPersistenceStore, trace: str, n: int) -> None:
-    for payload in range(n):
+async def ledger_writes(
+    ledger: Ledger, store: TieredPersistenceStore, trace: str, n: int, first: int = 0
+) -> None:
+    for payload in range(first, first + n):
         await ledger.write(store, trace, payload)
         await asyncio.sleep(0)
 
