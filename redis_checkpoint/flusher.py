@@ -33,6 +33,9 @@ GROUP = "flush"
 class Changes(Protocol):
     """One contract's side of flushing: its outboxes, and what their entries mean."""
 
+    def __init__(self, cache: Any) -> None:
+        """The side of flushing of `cache`, the contract's Redis store."""
+
     def outboxes(self) -> list[str]:
         """The outbox stream of every shard."""
         ...

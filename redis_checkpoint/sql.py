@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import re
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from .failures import OUTCOME_UNKNOWN, ErrorTree
@@ -232,6 +234,68 @@ class Database(ABC):
     def _unavailable(self, detail: str, write: bool) -> Exception:
         outcome = f" ({OUTCOME_UNKNOWN})" if write else ""
         return self.errors.unavailable(f"{self.where} unreachable: {detail}{outcome}")
+
+
+class SqlBacked:
+    """What the SQL stores of both contracts share: their database, started by the first
+    call (or `async with`), each call one transaction, closed with the store.
+
+    Subclasses set `errors` (their contract's tree) and `part` (their schema's name).
+    """
+
+    errors: ClassVar[ErrorTree]
+    part: ClassVar[str]
+    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres", "sqlite")
+    dialects: ClassVar[tuple[str, ...]] = ("postgres", "sqlite")
+
+    def __init__(self, database: Database, schema: Callable[[str], Sequence[str]]) -> None:
+        if not isinstance(database, Database) or database.dialect not in self.dialects:
+            raise self.errors.invalid(f"{type(self).__name__} needs a database of {self.dialects}")
+        self.database = database
+        self._ddl = schema(database.dialect)
+
+    @classmethod
+    def open(cls, url: str, options: dict[str, Any]) -> Self:
+        """A store on `url`, of one of `schemes`, with the constructor's `options`, and
+        `timeout` (seconds per call) and `pool_size` (PostgreSQL's most connections)."""
+        check = cls.errors.check
+        scheme = check.text(url, "url").partition("://")[0]
+        if scheme not in cls.schemes:  # the URL itself may hold a password: not repeated
+            wanted = " or ".join(f"{s}://" for s in cls.schemes)
+            raise cls.errors.invalid(f"{cls.__name__} takes a {wanted} url, got {scheme}://...")
+        timeout = check.seconds(options.pop("timeout", 10.0), "timeout")
+        pool_size = options.pop("pool_size", 10)
+        unknown = [key for key in options if key not in inspect.signature(cls).parameters]
+        if unknown:
+            raise cls.errors.invalid(f"unknown options for {cls.__name__}: {', '.join(unknown)}")
+        return cls(Database.open(url, cls.errors, timeout=timeout, pool_size=pool_size), **options)
+
+    async def start(self) -> None:
+        """Connect, and create the tables if needed; the first call does it anyway.
+
+        Raises:
+            ConfigMismatch: the database holds a newer schema, or the driver is missing.
+        """
+        await self.database.start(self.part, self._ddl)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the database's connections; later calls raise StoreClosed."""
+        await self.database.close()
+
+    @asynccontextmanager
+    async def _transaction(self, write: bool) -> AsyncIterator[Tx]:
+        await self.start()
+        async with self.database.transaction(write) as tx:
+            yield tx
 
 
 def _missing(extra: str, driver: str, errors: ErrorTree) -> Exception:

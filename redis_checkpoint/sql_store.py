@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
 from operator import attrgetter
-from types import TracebackType
-from typing import Any, ClassVar, Self, TypedDict, Unpack
+from typing import Any, Self, TypedDict, Unpack
 
 from . import pg_traces
 from . import sql_traces as rows
@@ -32,7 +30,6 @@ from .codec import (
     encode_intervention,
     trusted,
 )
-from .connection import DEFAULT_TIMEOUT
 from .errors import TREE, CircuitMismatch, CorruptRecord, InvalidInput, TraceCompleted
 from .models import (
     U64_MAX,
@@ -44,7 +41,7 @@ from .models import (
     TraceSummary,
 )
 from .outbox import TraceChange, TraceSnapshot
-from .sql import SCHEMA_VERSION, Database, Tx
+from .sql import SCHEMA_VERSION, Database, SqlBacked, Tx
 from .sql_mirror import mirror_bulk
 from .sql_traces import TraceRow
 
@@ -74,7 +71,7 @@ class PostgresOptions(Options, total=False):
     pool_size: int
 
 
-class SqlPersistenceStore:
+class SqlPersistenceStore(SqlBacked):
     """A `ManagedPersistenceStore` (and `outbox.DurableTraces`) on a SQL database.
 
     Args:
@@ -86,8 +83,8 @@ class SqlPersistenceStore:
         idempotency_window: seconds an `idempotency_key` is remembered.
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres", "sqlite")
-    dialects: ClassVar[tuple[str, ...]] = ("postgres", "sqlite")
+    errors = TREE
+    part = PART
 
     def __init__(
         self,
@@ -100,9 +97,7 @@ class SqlPersistenceStore:
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         check = TREE.check
-        if not isinstance(database, Database) or database.dialect not in self.dialects:
-            raise InvalidInput(f"{type(self).__name__} needs a database of {self.dialects}")
-        self.database = database
+        super().__init__(database, rows.schema)
         self._keep = rows.Retention(
             check.ttl_ms(ttl, "ttl"),
             check.ttl_ms(completed_ttl, "completed_ttl"),
@@ -110,47 +105,7 @@ class SqlPersistenceStore:
         )
         self._max_bytes = check.integer(max_envelope_bytes, "max_envelope_bytes", 1)
         self._max_batch = check.integer(max_batch_bytes, "max_batch_bytes", 1)
-        self._ddl = rows.schema(database.dialect)
         self._postgres = database.dialect == "postgres"
-
-    @classmethod
-    def open(cls, url: str, options: dict[str, Any]) -> Self:
-        """A store on `url`, of one of `schemes`, with the constructor's `options`, and
-        `timeout` (seconds per call) and `pool_size` (PostgreSQL's most connections)."""
-        scheme = TREE.check.text(url, "url").partition("://")[0]
-        if scheme not in cls.schemes:  # the URL itself may hold a password: not repeated
-            wanted = " or ".join(f"{s}://" for s in cls.schemes)
-            raise InvalidInput(f"{cls.__name__} takes a {wanted} url, got {scheme}://...")
-        timeout = TREE.check.seconds(options.pop("timeout", DEFAULT_TIMEOUT), "timeout")
-        pool_size = options.pop("pool_size", 10)
-        return cls(Database.open(url, TREE, timeout=timeout, pool_size=pool_size), **options)
-
-    async def start(self) -> None:
-        """Connect, and create the tables if needed; the first call does it anyway.
-
-        Raises:
-            ConfigMismatch: the database holds a newer schema, or the driver is missing.
-        """
-        await self.database.start(PART, self._ddl)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the database's connections; later calls raise StoreClosed."""
-        await self.database.close()
-
-    @asynccontextmanager
-    async def _transaction(self, write: bool) -> AsyncIterator[Tx]:
-        await self.start()
-        async with self.database.transaction(write) as tx:
-            yield tx
 
     def _text(self, value: Any, field: str, *, empty: bool = False) -> str:
         TREE.check.utf8(value, field, empty=empty)

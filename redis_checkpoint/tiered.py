@@ -80,31 +80,8 @@ class TieredPersistenceStore(Tiered):
 
     cache: RedisPersistenceStore
     durable: DurableTraces
-
-    def __init__(
-        self,
-        cache: RedisPersistenceStore,
-        durable: DurableTraces,
-        *,
-        mode: str = "write-behind",
-        max_backlog: int = 100_000,
-        flusher: bool = True,
-        batch: int = 1000,
-        claim_idle: float = 5.0,
-    ) -> None:
-        TREE.check.instance(cache, RedisPersistenceStore, "cache")
-        if not hasattr(durable, "apply_changes"):
-            raise TREE.invalid(f"durable must be a PostgreSQL or SQLite store, got {durable!r}")
-        super().__init__(
-            cache,
-            durable,
-            _Traces(cache),
-            mode=mode,
-            max_backlog=max_backlog,
-            flusher=flusher,
-            batch=batch,
-            claim_idle=claim_idle,
-        )
+    cache_type = RedisPersistenceStore
+    changes_type = _Traces
 
     def _keys(self, trace_id: str) -> TraceKeys:
         return self.cache.keys(trace_id)

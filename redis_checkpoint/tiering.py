@@ -24,11 +24,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from .client import Miss, RedisBacked
 from .failures import Closed, Unavailable
-from .flusher import Changes, Durable, Flusher
+from .flusher import Changes, Flusher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,18 +49,26 @@ class Tiered:
         batch, claim_idle: the flusher's (see `Flusher`).
     """
 
+    cache_type: ClassVar[type[RedisBacked]]  # the contract's Redis store
+    changes_type: ClassVar[type[Changes]]  # its side of flushing (made with the cache)
+
     def __init__(
         self,
-        cache: RedisBacked,
-        durable: Durable,
-        changes: Changes,
+        cache: Any,
+        durable: Any,
         *,
-        mode: str,
-        max_backlog: int,
-        flusher: bool,
-        batch: int,
-        claim_idle: float,
+        mode: str = "write-behind",
+        max_backlog: int = 100_000,
+        flusher: bool = True,
+        batch: int = 1000,
+        claim_idle: float = 5.0,
     ) -> None:
+        self.cache_type.errors.check.instance(cache, self.cache_type, "cache")
+        if not hasattr(durable, "apply_changes"):
+            raise cache.errors.invalid(
+                f"durable must be a PostgreSQL or SQLite store, got {durable!r}"
+            )
+        changes = self.changes_type(cache)
         errors = cache.errors
         if mode not in MODES:
             raise errors.invalid(f"mode must be 'write-behind' or 'write-through', got {mode!r}")
@@ -78,7 +86,7 @@ class Tiered:
         self._stale: dict[str, tuple[str, ...]] = {}  # write-through drops still to make
 
     async def __aenter__(self) -> Self:
-        await self.durable.__aenter__()  # type: ignore[attr-defined]
+        await self.durable.__aenter__()
         await self.cache.__aenter__()
         if self._run_flusher and self._task is None:
             self._stop.clear()
@@ -98,7 +106,7 @@ class Tiered:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.cache.aclose()
-        await self.durable.aclose()  # type: ignore[attr-defined]
+        await self.durable.aclose()
 
     async def flush(self, wait: float = 30.0) -> None:
         """Return once every change acknowledged before the call is durable (write-behind;
@@ -138,7 +146,7 @@ class Tiered:
         report: dict[str, Any] = {"mode": self.mode, "cache": cache}
         warnings: list[str] = list(cache.get("warnings", []))
         try:
-            durable = await self.durable.check()  # type: ignore[attr-defined]
+            durable = await self.durable.check()
         except Unavailable as exc:
             durable = {"error": str(exc)}
             warnings.append(f"the durable store cannot be reached: {exc}")

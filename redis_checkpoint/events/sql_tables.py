@@ -25,14 +25,13 @@ PostgreSQL, which appends lock (`FOR UPDATE`) before reading the head. The head 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any
 
-from ..connection import DEFAULT_TIMEOUT
-from ..sql import SCHEMA_VERSION, Database, Tx
+from .. import sql
+from ..sql import SCHEMA_VERSION, Database
 from .errors import TREE, InvalidArgument, SerializationError
 from .models import ChildWorkflowStarted, EventBase, WorkflowStarted, dump_event, rfc3339
 
@@ -129,63 +128,19 @@ def decoding(what: str) -> Iterator[None]:
 # -- lifecycle ---------------------------------------------------------------------------
 
 
-class SqlBacked:
-    """A store on one `sql.Database`: started on its first call, each call one transaction.
+class SqlBacked(sql.SqlBacked):
+    """An event store on one `sql.Database` (see `sql.SqlBacked`).
 
     Args:
         database: the database (`sql.Database.open`); the store closes it with itself.
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres", "sqlite")
-    dialects: ClassVar[tuple[str, ...]] = ("postgres", "sqlite")
+    errors = TREE
+    part = PART
 
     def __init__(self, database: Database) -> None:
-        if not isinstance(database, Database) or database.dialect not in self.dialects:
-            raise InvalidArgument(f"{type(self).__name__} needs a database of {self.dialects}")
-        self.database = database
-        self._ddl = schema(database.dialect)
+        super().__init__(database, schema)
         self._no_nul = database.dialect == "postgres"  # its TEXT cannot hold U+0000
-
-    @classmethod
-    def open(cls, url: str, options: dict[str, Any]) -> Self:
-        """A store on `url`, one of `schemes`; `options` are `timeout` (seconds per call)
-        and, for PostgreSQL, `pool_size`."""
-        scheme = TREE.check.text(url, "url").partition("://")[0]
-        if scheme not in cls.schemes:
-            wanted = " or ".join(f"{s}://" for s in cls.schemes)
-            raise InvalidArgument(f"{cls.__name__} takes a {wanted} url, got {scheme}://...")
-        timeout = TREE.check.seconds(options.pop("timeout", DEFAULT_TIMEOUT), "timeout")
-        pool_size = options.pop("pool_size", 10)
-        if options:
-            raise InvalidArgument(f"unknown options for {cls.__name__}: {', '.join(options)}")
-        return cls(Database.open(url, TREE, timeout=timeout, pool_size=pool_size))
-
-    async def start(self) -> None:
-        """Connect and create the tables if needed; every call does it first anyway.
-
-        Raises:
-            ConfigMismatch: the database holds a newer schema, or the driver is missing.
-        """
-        await self.database.start(PART, self._ddl)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the database's connections; later calls raise StoreClosed."""
-        await self.database.close()
-
-    @asynccontextmanager
-    async def _transaction(self, write: bool) -> AsyncIterator[Tx]:
-        await self.start()
-        async with self.database.transaction(write) as tx:
-            yield tx
 
     def _text(self, value: Any, field: str) -> str:
         """Caller text bound for a TEXT column (PostgreSQL's cannot hold NUL)."""

@@ -15,10 +15,9 @@ from typing import Any
 from uuid import UUID
 
 from ..keys import shard_keys
-from ..outbox import DurableHistories, EventsAppended
+from ..outbox import EventsAppended
 from ..tiering import Tiered
 from . import arguments
-from .errors import TREE
 from .models import EventBase, TimerId
 from .protocol import WriteToken
 from .records import (
@@ -65,31 +64,8 @@ class TieredEventStore(Tiered):
 
     cache: RedisEventStore
     durable: Any
-
-    def __init__(
-        self,
-        cache: RedisEventStore,
-        durable: DurableHistories,
-        *,
-        mode: str = "write-behind",
-        max_backlog: int = 100_000,
-        flusher: bool = True,
-        batch: int = 1000,
-        claim_idle: float = 5.0,
-    ) -> None:
-        TREE.check.instance(cache, RedisEventStore, "cache")
-        if not hasattr(durable, "apply_changes"):
-            raise TREE.invalid(f"durable must be a PostgreSQL or SQLite store, got {durable!r}")
-        super().__init__(
-            cache,
-            durable,
-            _Histories(cache),
-            mode=mode,
-            max_backlog=max_backlog,
-            flusher=flusher,
-            batch=batch,
-            claim_idle=claim_idle,
-        )
+    cache_type = RedisEventStore
+    changes_type = _Histories
 
     def _dropped(self, wf: UUID) -> tuple[str, ...]:
         keys = self.cache.keys(wf)
