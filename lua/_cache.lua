@@ -62,7 +62,8 @@ end
 -- first. A lease that is not `token` any more means a write invalidated the record since
 -- the durable store was read.
 local function warm_refusal(holds, lease, token)
-  if holds or redis.call('GET', lease) ~= token then return {LEASE_LOST, ''} end
-  redis.call('DEL', lease)
+  local mine = redis.call('GET', lease) == token
+  if mine then redis.call('DEL', lease) end -- refused or not, the next miss may take it
+  if holds or not mine then return {LEASE_LOST, ''} end
   return nil
 end

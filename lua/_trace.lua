@@ -16,7 +16,9 @@ local producer, seq, id, idem = 'p' .. ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, completed_ttl = TTL_MS, COMPLETED_TTL_MS
 local now = now_ms()
 local SWEEP = 32 -- expired index entries removed per write: cleanup paid in small steps
-local TRACE_FIELDS = {'circuit', 'version', 'completion', 'resumed', 'n', 'ni', 'created', 'updated'}
+local TRACE_FIELDS = {
+  'circuit', 'version', 'completion', 'resumed', 'n', 'ni', 'hk', 'created', 'updated',
+}
 local change -- a write-behind cache's: the outbox number of this call's change (record)
 
 -- A write-behind cache: whether it holds the trace whole. A trace that is not dirty (no
@@ -24,10 +26,11 @@ local change -- a write-behind cache's: the outbox number of this call's change 
 -- which evicts keys one by one: then it is dropped, and warmed again from the durable store.
 local function cache_holds()
   if redis.call('EXISTS', meta) == 0 then return false end
-  local m = redis.call('HMGET', meta, 'n', 'ni', 'o')
+  local m = redis.call('HMGET', meta, 'n', 'ni', 'o', 'hk')
   dirty = m[3] ~= false
   if dirty or (redis.call('XLEN', stream) == (tonumber(m[1]) or 0)
-      and redis.call('LLEN', interventions) == (tonumber(m[2]) or 0)) then
+      and redis.call('LLEN', interventions) == (tonumber(m[2]) or 0)
+      and (not m[4] or redis.call('EXISTS', idem_keys) == 1)) then -- hk: it had keys
     return true
   end
   redis.call('DEL', stream, meta, interventions, idem_keys)
@@ -77,7 +80,10 @@ end
 -- key is a no-op, so keys made later get it from their write).
 local function applied(keep_ms, state, ...)
   redis.call('HSET', meta, producer, dedup_next(state, seq), 'updated', now, ...)
-  if idem ~= '' then redis.call('ZADD', idem_keys, now, idem) end
+  if idem ~= '' then
+    redis.call('ZADD', idem_keys, now, idem)
+    if OUTBOX == 1 then redis.call('HSET', meta, 'hk', 1) end -- cache_holds checks the keys
+  end
   if change then
     hold(meta, {stream, meta, interventions, idem_keys}, change, keep_ms)
   elseif keep_ms > 0 then

@@ -22,6 +22,7 @@ if OUTBOX == 1 then
 end
 if not m[1] then -- a new trace; dedup state a delete left to expire now lives with it
   redis.call('HSET', meta, 'created', now)
+  redis.call('HDEL', meta, 'absent') -- a warm's marker: it exists now
   if ttl == 0 then redis.call('PERSIST', meta) end
 end
 applied(ttl, m[4], 'circuit', circuit, 'version', version, 'n', n)

@@ -78,6 +78,7 @@ for i = 7, #ARGV, 5 do
   head = seq
 end
 redis.call('HSET', meta, 'head', head, producer, dedup_next(state, call))
+if expected == '0' then redis.call('HDEL', meta, 'absent') end -- a warm's marker: it exists now
 if logged then
   local change = outbox_batch(box, counter, {'k', 'e', 't', wf}, tonumber(expected) + 1, 7, 5, 4)
   local running = (redis.call('HGET', meta, 'status') or 'Running') == 'Running'

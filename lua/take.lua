@@ -4,9 +4,10 @@
 -- outbox's cluster node (its key is KEYS[1]) and the consumer group is made on first use.
 -- KEYS[1] outbox stream   ARGV[1] consumer group   ARGV[2] consumer   ARGV[3] count
 -- ARGV[4] claim idle ms
--- Returns entries as XRANGE does ({id, {field, value, ...}}, ...), oldest first.
+-- Returns {fresh, entries}: entries as XRANGE gives them ({id, {field, value, ...}}, ...),
+-- oldest first, and fresh = 1 if they are new ones (delivered for the first time).
 local box, group, me, count, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if redis.call('EXISTS', box) == 0 then return {} end
+if redis.call('EXISTS', box) == 0 then return {0, {}} end
 redis.pcall('XGROUP', 'CREATE', box, group, '0') -- BUSYGROUP once it exists
 
 -- Entries deleted since they were delivered (another flusher settled them) come back
@@ -36,6 +37,6 @@ end
 redis.call('XAUTOCLAIM', box, group, me, idle, '0-0', 'COUNT', count)
 local mine = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '0')
 local entries = live(entries_of(mine))
-if #entries > 0 then return entries end
+if #entries > 0 then return {0, entries} end
 local new = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', box, '>')
-return entries_of(new)
+return {1, entries_of(new)}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .client import RedisBacked
-from .sql import Database, OutboxGap, Tx
+from .sql import Database, OutboxGap, OutboxRewound, Tx
 
 log = logging.getLogger(__name__)
 GROUP = "flush"
@@ -91,17 +91,17 @@ class Flusher:
         self.claim_ms = round(check.seconds(claim_idle, "claim_idle") * 1000)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.applied = 0  # changes this flusher applied (not those it found applied)
+        self.rewound: dict[str, str] = {}  # outboxes that went back in time (OutboxRewound)
         self._turn = asyncio.Lock()  # one pass at a time in this process
 
     async def run_once(self) -> int:
         """One pass over every outbox; returns the changes applied."""
-        async with self._turn, self.cache.deadline(write=True):
-            boxes = self.changes.outboxes()
-            taken = await asyncio.gather(*(self._take(box) for box in boxes))
-        jobs = [
-            self._apply(box, entries) for box, entries in zip(boxes, taken, strict=True) if entries
-        ]
-        applied = sum(await asyncio.gather(*jobs))
+        async with self._turn:
+            async with self.cache.deadline(write=True):
+                boxes = self.changes.outboxes()
+                taken = await asyncio.gather(*(self._take(box) for box in boxes))
+            jobs = [self._apply(box, *got) for box, got in zip(boxes, taken, strict=True) if got[1]]
+            applied = sum(await asyncio.gather(*jobs))
         self.applied += applied
         return applied
 
@@ -124,12 +124,12 @@ class Flusher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), idle)
 
-    async def _take(self, box: str) -> list[Any]:
+    async def _take(self, box: str) -> tuple[bool, list[Any]]:
         args = (GROUP, self.consumer, self.batch, self.claim_ms)
-        entries: list[Any] = await self.cache._script("take", (box,), args, record=False)
-        return entries
+        fresh, entries = await self.cache._script("take", (box,), args, record=False)
+        return bool(fresh), entries
 
-    async def _apply(self, box: str, entries: list[Any]) -> int:
+    async def _apply(self, box: str, fresh: bool, entries: list[Any]) -> int:
         """Apply the leading run of consecutive changes of `entries`, then settle them."""
         run = _consecutive(entries)
         epoch, first = _position(run[0][0])
@@ -141,10 +141,14 @@ class Flusher:
         database = self.durable.database
         try:
             applied = await database.apply_outbox(
-                box, epoch, first, changes, self.durable.apply_changes
+                box, epoch, first, changes, self.durable.apply_changes, fresh
             )
         except OutboxGap as exc:  # an earlier batch is in another flusher's hands
             log.debug("%s", exc)
+            return 0
+        except OutboxRewound as exc:  # loud, and the outbox waits: see check()
+            log.error("%s", exc)
+            self.rewound[box] = str(exc)
             return 0
         last = {record: first + i for i, record in enumerate(records)}  # each one's last n
         keys = [key for record in last for key in self.changes.settled(record)]

@@ -11,7 +11,7 @@ changes nothing (rows are keyed by their ordinal or seq).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
@@ -92,6 +92,7 @@ class TraceSnapshot:
     updated_ms: int
     blobs: list[bytes]
     interventions: list[bytes]
+    keys: list[tuple[str, int]] = field(default_factory=list)  # idempotency key, applied ms
 
     def trace(self) -> PersistedTrace:
         """The trace as `load` returns it: events sorted by step, ties in append order."""
@@ -112,8 +113,8 @@ class DurableTraces(Protocol):
 
     database: Database
 
-    async def snapshot(self, trace_id: str) -> TraceSnapshot | None:
-        """The trace in one transaction, or None."""
+    async def snapshot(self, trace_id: str, keys: bool = False) -> TraceSnapshot | None:
+        """The trace in one transaction, or None; `keys`: its recent idempotency keys too."""
         ...
 
     async def apply_changes(self, tx: Tx, changes: Sequence[TraceChange]) -> None:

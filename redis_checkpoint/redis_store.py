@@ -277,7 +277,9 @@ class RedisPersistenceStore(RedisBacked):
             s = snapshot
             resumed = "" if s.resumed is None else s.resumed
             head = (s.circuit, s.version, s.completion or "", resumed, s.created_ms, s.updated_ms)
-            args = (keys.raw_id, b"", token, *head, len(s.blobs), *s.blobs, *s.interventions)
+            counts = (len(s.blobs), len(s.interventions))
+            recent = [part for key, at in s.keys for part in (key, at)]
+            args = (keys.raw_id, b"", token, *head, *counts, *s.blobs, *s.interventions, *recent)
         code, _ = await self._write("warm", keys.cached, args)
         return bool(code == Reply.OK)
 

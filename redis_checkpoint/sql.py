@@ -64,6 +64,13 @@ class OutboxGap(Exception):
     still in another flusher's hands): nothing was applied; take it again later."""
 
 
+class OutboxRewound(Exception):
+    """An outbox hands out changes for the first time under numbers the database applied
+    already: Redis went back to an older state (a restart from an older snapshot, a
+    failover to a lagging replica) and numbers new changes again. Applying them would skip
+    them as applied; nothing was applied, and the outbox waits for an operator."""
+
+
 class Database(ABC):
     """A PostgreSQL pool or a SQLite file, for one store.
 
@@ -87,12 +94,16 @@ class Database(ABC):
     def open(url: str, errors: ErrorTree, *, timeout: float, pool_size: int = 10) -> Database:
         """A database of `url`: `postgresql://user@host:port/db` (also `postgres://`), or
         `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`."""
-        scheme = errors.check.text(url, "url").partition("://")[0]
+        scheme = urlsplit(errors.check.text(url, "url")).scheme
         if scheme in ("postgresql", "postgres"):
+            try:
+                urlsplit(url).port  # noqa: B018 - it parses the port
+            except ValueError:  # the URL may hold a password: not repeated
+                raise errors.invalid("url: the port is not a number in 0..65535") from None
             return _Postgres(url, errors, timeout, errors.check.integer(pool_size, "pool_size", 1))
         if scheme == "sqlite":
             return _Sqlite(url, errors, timeout)
-        raise errors.invalid(f"url must be postgresql://... or sqlite:///..., got {url!r}")
+        raise errors.invalid(f"url must be postgresql://... or sqlite:///..., got {scheme}:...")
 
     @property
     def where(self) -> str:
@@ -151,7 +162,7 @@ class Database(ABC):
         try:
             async with asyncio.timeout(self.timeout), self._transaction(write) as tx:
                 yield tx
-        except (self.errors.base, OutboxGap):
+        except (self.errors.base, OutboxGap, OutboxRewound):
             raise
         except Exception as exc:
             raise self._translate(exc, write) from exc
@@ -174,7 +185,13 @@ class Database(ABC):
             return row
 
     async def apply_outbox(
-        self, outbox: str, epoch: int, first: int, changes: Sequence[Any], apply: Any
+        self,
+        outbox: str,
+        epoch: int,
+        first: int,
+        changes: Sequence[Any],
+        apply: Any,
+        fresh: bool = False,
     ) -> int:
         """Apply a batch of changes numbered `first`, `first + 1`, ... from `outbox` (epoch
         `epoch`) with `await apply(tx, changes)`, in one transaction with the outbox's
@@ -183,8 +200,13 @@ class Database(ABC):
 
         Raises:
             OutboxGap: the batch starts after a change not yet applied.
+            OutboxRewound: `fresh` changes (delivered for the first time) numbered as
+                applied already.
         """
         async with self.transaction(write=True) as tx:
+            if self.dialect == "postgres":  # a flusher stopped mid-batch holds no lock for long
+                ms = round(self.timeout * 1000)
+                await tx.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")
             await tx.execute(
                 "INSERT INTO rc_outbox_progress (outbox, epoch, n) VALUES ($1, 0, 0) "
                 "ON CONFLICT (outbox) DO NOTHING",
@@ -199,6 +221,12 @@ class Database(ABC):
                 return 0
             if first > done + 1:
                 raise OutboxGap(f"{outbox}: batch starts at {first}, {done} applied")
+            if fresh and first <= done:
+                raise OutboxRewound(
+                    f"{outbox}: new changes numbered from {first} in epoch {epoch}, which "
+                    f"the database applied up to {done}: Redis lost changes (an older snapshot "
+                    "or a lagging replica); flushing this outbox stopped"
+                )
             todo = changes[done + 1 - first :]
             if todo:
                 await apply(tx, todo)
@@ -259,7 +287,7 @@ class SqlBacked:
         """A store on `url`, of one of `schemes`, with the constructor's `options`, and
         `timeout` (seconds per call) and `pool_size` (PostgreSQL's most connections)."""
         check = cls.errors.check
-        scheme = check.text(url, "url").partition("://")[0]
+        scheme = urlsplit(check.text(url, "url")).scheme
         if scheme not in cls.schemes:  # the URL itself may hold a password: not repeated
             wanted = " or ".join(f"{s}://" for s in cls.schemes)
             raise cls.errors.invalid(f"{cls.__name__} takes a {wanted} url, got {scheme}://...")
@@ -349,7 +377,7 @@ class _Postgres(Database):
             async with asyncio.timeout(self.timeout):
                 self._pool = await asyncpg.create_pool(
                     self.url,
-                    min_size=1,
+                    min_size=0,  # no connection kept up in the background: no log noise
                     max_size=self._pool_size,
                     timeout=self.timeout,
                     reset=_keep_session,

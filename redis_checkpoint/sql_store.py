@@ -174,20 +174,23 @@ class SqlPersistenceStore(SqlBacked):
             await rows.touch(tx, trace_id, now, self._keep.expires(now, False), sets, *args)
             await rows.remember(tx, trace_id, key, now, self._keep.window)
 
-    async def snapshot(self, trace_id: str) -> TraceSnapshot | None:
-        """The live trace as one transaction sees it, or None (`outbox.DurableTraces`)."""
+    async def snapshot(self, trace_id: str, keys: bool = False) -> TraceSnapshot | None:
+        """The live trace as one transaction sees it, or None (`outbox.DurableTraces`);
+        with `keys`, its idempotency keys within the window too (a warm's)."""
         self._id(trace_id)
         async with self._transaction(write=False) as tx:
+            now = rows.now_ms()
             row = await rows.row(tx, trace_id)
-            if row is None or not row.live(rows.now_ms()):
+            if row is None or not row.live(now):
                 return None
             envelopes = await rows.blobs(tx, "rc_envelopes", trace_id)
             interventions = await rows.blobs(tx, "rc_interventions", trace_id)
+            recent = await rows.keys(tx, trace_id, now - self._keep.window) if keys else []
         with rows.decoding("rc_traces", trace_id):
             resumed = rows.step(row.resumed)
         times = (row.created_ms, row.updated_ms)
         meta = (row.circuit, row.version, row.completion, resumed)
-        return TraceSnapshot(trace_id, *meta, *times, envelopes, interventions)
+        return TraceSnapshot(trace_id, *meta, *times, envelopes, interventions, recent)
 
     async def load(self, trace_id: str) -> PersistedTrace | None:
         """The trace, events sorted by step with ties in append order; None if unknown."""

@@ -177,6 +177,12 @@ async def blobs(tx: Tx, table: str, trace_id: str) -> list[bytes]:
     return [bytes(raw[0]) for raw in await tx.fetch(sql, trace_id)]
 
 
+async def keys(tx: Tx, trace_id: str, horizon: int) -> list[tuple[str, int]]:
+    """The trace's idempotency keys applied after `horizon` (ms), with when."""
+    sql = "SELECT idem_key, at_ms FROM rc_idempotency WHERE trace_id = $1 AND at_ms > $2"
+    return [(raw[0], raw[1]) for raw in await tx.fetch(sql, trace_id, horizon)]
+
+
 async def replayed(tx: Tx, trace_id: str, key: str | None, horizon: int) -> bool:
     """Whether `key` was applied to the trace after `horizon` (ms)."""
     if key is None:

@@ -28,6 +28,7 @@ from .outbox import (
     TraceSnapshot,
 )
 from .redis_store import RedisPersistenceStore
+from .sql_store import SqlPersistenceStore
 from .tiering import Tiered
 
 Found = PersistedTrace | TraceSnapshot | None
@@ -81,6 +82,7 @@ class TieredPersistenceStore(Tiered):
     cache: RedisPersistenceStore
     durable: DurableTraces
     cache_type = RedisPersistenceStore
+    durable_type = SqlPersistenceStore
     changes_type = _Traces
 
     def _keys(self, trace_id: str) -> TraceKeys:
@@ -93,7 +95,7 @@ class TieredPersistenceStore(Tiered):
         keys = self._keys(trace_id)
         snapshot, warm = self.durable.snapshot, self.cache.warm
         return await self._warm(
-            keys.lease, lambda: snapshot(trace_id), lambda t, s: warm(trace_id, t, s)
+            keys.lease, lambda: snapshot(trace_id, True), lambda t, s: warm(trace_id, t, s)
         )
 
     async def _trace_write(self, trace_id: str, cached: Any, durable: Any) -> Any:
@@ -169,7 +171,7 @@ class TieredPersistenceStore(Tiered):
             return await cache.cached_load(trace_id)
 
         async def from_durable() -> Found:  # a snapshot: the cache needs append order
-            return await durable.snapshot(trace_id)
+            return await durable.snapshot(trace_id, True)
 
         async def warm(token: bytes, found: Found) -> bool:
             assert not isinstance(found, PersistedTrace)

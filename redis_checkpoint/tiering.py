@@ -50,6 +50,7 @@ class Tiered:
     """
 
     cache_type: ClassVar[type[RedisBacked]]  # the contract's Redis store
+    durable_type: ClassVar[type[Any]]  # and its SQL store
     changes_type: ClassVar[type[Changes]]  # its side of flushing (made with the cache)
 
     def __init__(
@@ -64,10 +65,9 @@ class Tiered:
         claim_idle: float = 5.0,
     ) -> None:
         self.cache_type.errors.check.instance(cache, self.cache_type, "cache")
-        if not hasattr(durable, "apply_changes"):
-            raise cache.errors.invalid(
-                f"durable must be a PostgreSQL or SQLite store, got {durable!r}"
-            )
+        if not isinstance(durable, self.durable_type):
+            kind = self.durable_type.__name__
+            raise cache.errors.invalid(f"durable must be a {kind} (PostgreSQL or SQLite)")
         changes = self.changes_type(cache)
         errors = cache.errors
         if mode not in MODES:
@@ -78,8 +78,9 @@ class Tiered:
         self.errors = errors
         self.behind = mode == "write-behind"
         self.flusher = Flusher(cache, durable, changes, batch=batch, claim_idle=claim_idle)
+        backlog = errors.check.integer(max_backlog, "max_backlog", 1)
         if self.behind:
-            cache.write_behind(errors.check.integer(max_backlog, "max_backlog", 1))
+            cache.write_behind(backlog)
         self._run_flusher = flusher and self.behind
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -152,6 +153,7 @@ class Tiered:
             warnings.append(f"the durable store cannot be reached: {exc}")
         report["durable"] = durable
         warnings += durable.get("warnings", [])
+        warnings += self.flusher.rewound.values()
         if self.behind:
             backlog = await self.flusher.backlog()
             report |= {"backlog": backlog.changes, "lag": backlog.lag}

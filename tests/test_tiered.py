@@ -15,18 +15,26 @@ from redis_checkpoint import (
     CircuitMismatch,
     CompletionState,
     Intervention,
+    InvalidInput,
     RedisPersistenceStore,
+    SqlitePersistenceStore,
     TieredPersistenceStore,
     TraceCompleted,
     TraceNotFound,
 )
 from redis_checkpoint.conformance import CheckpointConformance, StoreFactory
-from redis_checkpoint.conformance.aion import TOKEN, started, wid
+from redis_checkpoint.conformance.aion import TOKEN, act, started, wid
 from redis_checkpoint.conformance.checkpoints import envelope
 from redis_checkpoint.conformance.events import EventStoreConformance, EventStoreFactory
 from redis_checkpoint.conformance.visibility import VisibilityConformance
 from redis_checkpoint.connection import close
-from redis_checkpoint.events import RedisEventStore, SequenceConflict, TieredEventStore
+from redis_checkpoint.events import (
+    InvalidArgument,
+    RedisEventStore,
+    SequenceConflict,
+    SqliteEventStore,
+    TieredEventStore,
+)
 from redis_checkpoint.events.sql_store import SqlEventStore
 from redis_checkpoint.sql_store import SqlPersistenceStore
 
@@ -185,3 +193,88 @@ async def test_concurrent_misses_warm_once_and_read_whole(tiered_checkpoints: St
     await evict(store, *store.cache.keys("t").own)
     loads = await asyncio.gather(*(store.load("t") for _ in range(32)))
     assert all(t is not None and len(t.events) == 20 for t in loads)
+
+
+async def test_an_idempotent_retry_after_eviction_is_applied_once(
+    tiered_checkpoints: StoreFactory,
+) -> None:
+    """The keys are the database's too: a warm puts them back; and the keys alone
+    evicted (volatile-* policies evict keys one by one) make the trace warm again."""
+    store = await tiered_checkpoints()
+    assert isinstance(store, TieredPersistenceStore)
+    keys = store.cache.keys("t")
+    await store.append(envelope("t", step=1), idempotency_key="k1")
+    for evicted in ((*keys.own, keys.idempotency), (keys.idempotency,)):
+        await evict(store, *evicted)
+        await store.append(envelope("t", step=1), idempotency_key="k1")  # the retry
+        await store.flush()
+        sources: list[Any] = [store, store.durable]
+        for source in sources:
+            trace = await source.load("t")
+            assert trace is not None and [e.step for e in trace.events] == [1]
+
+
+async def test_a_new_workflow_evicted_in_part_reads_and_takes_appends(
+    tiered_events: EventStoreFactory,
+) -> None:
+    store = await tiered_events()
+    assert isinstance(store, TieredEventStore)
+    wf = wid()
+    await store.append(TOKEN, wf, [started(1, wf)], 0)  # warms a marker "absent", then writes
+    await evict(store, store.cache.keys(wf).history)
+    assert [e.seq for e in await store.read_history(wf)] == [1]
+    await evict(store, store.cache.keys(wf).history)
+    await store.append(TOKEN, wf, [act(2, wf, "a")], 1)
+    assert [e.seq for e in await store.read_history(wf)] == [1, 2]
+
+
+async def test_a_durable_store_of_the_other_contract_is_refused(sqlite_url: str) -> None:
+    with pytest.raises(InvalidInput, match="SqlPersistenceStore"):
+        TieredPersistenceStore(
+            RedisPersistenceStore.from_url("fakeredis://"), SqliteEventStore.from_url(sqlite_url)
+        )
+    with pytest.raises(InvalidArgument, match="SqlEventStore"):
+        TieredEventStore(
+            RedisEventStore.from_url("fakeredis://"), SqlitePersistenceStore.from_url(sqlite_url)
+        )
+
+
+async def test_an_outbox_that_went_back_in_time_stops_loudly(
+    tiered_checkpoints: StoreFactory,
+) -> None:
+    """Redis restarted from an older snapshot numbers new changes as the database applied
+    them already: they must not be skipped as applied. Simulated: the outbox's counter and
+    its consumer group set back by two changes."""
+    store = await tiered_checkpoints()
+    assert isinstance(store, TieredPersistenceStore)
+    for step in range(5):
+        await store.append(envelope("t", step=step))
+    await store.flush()
+    keys, redis = store.cache.keys("t"), store.cache.redis
+    if not store.behind:  # write-through records no change in any outbox
+        assert await redis.exists(keys.outbox, keys.counter) == 0
+        return
+    epoch: Any = await redis.hget(keys.counter, "epoch")
+    epoch = epoch.decode()
+    await redis.hset(keys.counter, "n", 3)  # the state of Redis after change 3, as it was
+    await redis.delete(keys.outbox)
+    await redis.execute_command("XGROUP", "CREATE", keys.outbox, "flush", f"{epoch}-3", "MKSTREAM")
+    await store.append(envelope("t", step=9))  # numbered 4: applied already, per the database
+    assert await store.flusher.run_once() == 0
+    report = await store.check()
+    assert any("Redis lost changes" in w for w in report["warnings"]), report["warnings"]
+    trace = await store.durable.load("t")  # type: ignore[attr-defined]
+    assert trace is not None and [e.step for e in trace.events] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("mode", ["write-behind", "write-through"])
+async def test_bad_settings_and_urls_are_invalid_input(sqlite_url: str, mode: str) -> None:
+    durable = SqlitePersistenceStore.from_url(sqlite_url)
+    cache = RedisPersistenceStore.from_url("fakeredis://")
+    for bad in ({"max_backlog": "x"}, {"max_backlog": 0}, {"batch": 0}, {"claim_idle": -1}):
+        with pytest.raises(InvalidInput):
+            TieredPersistenceStore(cache, durable, mode=mode, **bad)
+    for url in ("postgresql://u:secret@h:port/x", "sqlite:relative.db", "mysql://h/x"):
+        with pytest.raises(InvalidInput) as refused:
+            SqlitePersistenceStore.open(url, {})
+        assert "secret" not in str(refused.value)

@@ -32,6 +32,7 @@ from .records import (
     run_chain_from_history,
 )
 from .redis_store import RedisEventStore
+from .sql_store import SqlEventStore
 from .stored import decode_event
 
 
@@ -65,6 +66,7 @@ class TieredEventStore(Tiered):
     cache: RedisEventStore
     durable: Any
     cache_type = RedisEventStore
+    durable_type = SqlEventStore
     changes_type = _Histories
 
     def _dropped(self, wf: UUID) -> tuple[str, ...]:
