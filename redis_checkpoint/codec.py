@@ -32,12 +32,18 @@ def _pack(value: list[Any], what: str) -> bytes:
         raise InvalidEnvelope(f"{what} cannot be encoded: {exc}") from None
 
 
+def envelope(value: object) -> PersistenceEnvelope:
+    """`value`, if it is an envelope (InvalidEnvelope if not)."""
+    if not isinstance(value, PersistenceEnvelope):
+        raise InvalidEnvelope(f"expected a PersistenceEnvelope, got {type(value).__name__}")
+    return value
+
+
 def encode_envelope(env: PersistenceEnvelope) -> bytes:
     """The stored bytes of one envelope. One built with `model_construct` is validated first,
     as construction would have; the fields are checked as decoding checks them, so nothing
     that `decode_envelope` would refuse is written."""
-    if not isinstance(env, PersistenceEnvelope):
-        raise InvalidEnvelope(f"expected a PersistenceEnvelope, got {type(env).__name__}")
+    env = envelope(env)
     if not (env.__pydantic_private__ or _UNVALIDATED)["_validated"]:  # 30x `env._validated`
         try:
             env = PersistenceEnvelope.model_validate(env.__dict__)

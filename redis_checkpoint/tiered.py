@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from .errors import TREE, InvalidEnvelope
+from . import codec
+from .errors import TREE
 from .keys import TraceKeys, shard_keys
 from .models import (
     CompletionState,
@@ -117,10 +118,7 @@ class TieredPersistenceStore(Tiered):
         items = TREE.check.items(envelopes, "envelopes")
         if not items:
             return
-        first = items[0]
-        if not isinstance(first, PersistenceEnvelope):
-            raise InvalidEnvelope(f"expected a PersistenceEnvelope, got {type(first).__name__}")
-        trace_id = first.trace_id
+        trace_id = codec.envelope(items[0]).trace_id
         await self._trace_write(
             trace_id,
             lambda: self.cache.append_many(items, idempotency_key),
